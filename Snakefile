@@ -1,0 +1,27 @@
+# shadowllm: reproducibility study of ShadowLLM (arXiv 2406.16635).
+#   snakemake --cores all                      the embedded default (tiny OPT trained here, shipped tasks)
+#   snakemake --cores all --configfile X.yaml  another configuration (see config/)
+#   snakemake --profile slurm                  on a SLURM cluster (workflow/profiles/slurm)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# The embedded default, unless --configfile names other files (then only those are read: Snakemake
+# would otherwise merge them into the default, adding its tiny model to every other configuration).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        expand("figures/{model}/eval_vs_sparsity.png", model=MODELS),
+        expand("reports/{model}/eval.md", model=MODELS),

@@ -1,0 +1,73 @@
+"""A uniform view of a stock transformers decoder: layers, heads, FFN neurons and hook points.
+
+Hook points (the tensors that masks and importance criteria act on):
+  attn_out(l): the attention output projection (OPT out_proj, Llama o_proj). Its INPUT is the
+               concatenation of per-head attention outputs A: [B, T, H*dh]; head h is A[..., h*dh:(h+1)*dh].
+  ffn_out(l):  the FFN down projection (OPT fc2, Llama down_proj). Its INPUT is the activated FFN
+               hidden Z: [B, T, F] (OPT flattens it to [B*T, F]); neuron j is Z[..., j].
+  ffn_in(l):   the FFN up projection(s) whose row j feeds neuron j (OPT [fc1], Llama [gate_proj, up_proj]).
+Zeroing the input of attn_out / ffn_out removes a head / neuron from the residual stream exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+
+@dataclass
+class Adapter:
+    model: nn.Module
+    family: str          # "opt" | "llama"
+    n_layers: int
+    n_heads: int         # query heads (the unit that is masked)
+    n_kv_heads: int      # key/value heads (= n_heads for OPT, fewer under GQA)
+    head_dim: int
+    d_model: int
+    n_neurons: int       # FFN hidden size F
+
+    # ---- modules -------------------------------------------------------------------------
+    def layers(self) -> nn.ModuleList:
+        if self.family == "opt":
+            return self.model.model.decoder.layers
+        return self.model.model.layers
+
+    def attn(self, l: int) -> nn.Module:
+        return self.layers()[l].self_attn
+
+    def qkv(self, l: int) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
+        a = self.attn(l)
+        return a.q_proj, a.k_proj, a.v_proj
+
+    def attn_out(self, l: int) -> nn.Linear:
+        a = self.attn(l)
+        return a.out_proj if self.family == "opt" else a.o_proj
+
+    def ffn_in(self, l: int) -> list[nn.Linear]:
+        layer = self.layers()[l]
+        if self.family == "opt":
+            return [layer.fc1]
+        return [layer.mlp.gate_proj, layer.mlp.up_proj]
+
+    def ffn_out(self, l: int) -> nn.Linear:
+        layer = self.layers()[l]
+        return layer.fc2 if self.family == "opt" else layer.mlp.down_proj
+
+    @property
+    def n_units(self) -> dict[str, int]:
+        return {"heads": self.n_heads, "neurons": self.n_neurons}
+
+
+def get_adapter(model: nn.Module) -> Adapter:
+    """Adapter for an OPT or Llama-family (Llama, Mistral, Qwen2: GQA + SwiGLU) causal LM."""
+    cfg = model.config
+    mt = getattr(cfg, "model_type", None)
+    if mt == "opt":
+        return Adapter(model, "opt", cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_attention_heads,
+                       cfg.hidden_size // cfg.num_attention_heads, cfg.hidden_size, cfg.ffn_dim)
+    if mt in ("llama", "mistral", "qwen2"):
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        return Adapter(model, "llama", cfg.num_hidden_layers, cfg.num_attention_heads,
+                       getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads,
+                       head_dim, cfg.hidden_size, cfg.intermediate_size)
+    raise ValueError(f"model_type {mt!r} is not supported; expected one of 'opt', 'llama', 'mistral', 'qwen2'")

@@ -1,0 +1,96 @@
+"""Evaluation through the real lm-eval 0.4 harness, with our (possibly masked) model object.
+
+Perplexity follows the paper's protocol: lm-eval's rolling log-likelihood over non-overlapping
+windows of the model's maximum length, reported as word perplexity, byte perplexity and bits per
+byte (WikiText2 on a machine with a hub; the shipped `corpus_test` task offline). Zero-shot accuracy
+(acc, acc_norm) on multiple-choice tasks: the paper's seven by their lm-eval names, or the shipped
+`bb_*` tasks offline. Masks are applied by hooks on the model before it is handed to lm-eval.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+
+PAPER_TASKS = ["piqa", "copa", "openbookqa", "winogrande", "rte", "hellaswag", "arc_easy"]
+PPL_METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
+
+
+def max_length(model) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 2048))
+
+
+def make_lm(model, tok, batch_size: int = 16, max_len: int | None = None):
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size,
+                max_length=max_len or max_length(model), device=str(next(model.parameters()).device))
+
+
+def task_manager(include_path: str | os.PathLike | None):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(include_path) if include_path else None)
+
+
+def run(lm, tasks: list[str], include_path=None, limit: int | None = None, num_fewshot: int = 0,
+        seed: int = 1234) -> dict[str, dict[str, float]]:
+    """simple_evaluate on `tasks`; returns {task: {metric: value}} with lm-eval's ',none' filter suffix dropped."""
+    from lm_eval import simple_evaluate
+
+    tm = task_manager(include_path)
+    known = set(tm.all_tasks)
+    bad = [t for t in tasks if t not in known]
+    if bad:
+        raise ValueError(f"unknown task(s) {bad}; lm-eval knows e.g. {sorted(k for k in known if k.startswith(('bb_', 'corpus')))[:12]} "
+                         f"and its own tasks such as {PAPER_TASKS}")
+    out = simple_evaluate(model=lm, tasks=tasks, task_manager=tm, limit=limit, num_fewshot=num_fewshot,
+                          random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                          fewshot_random_seed=seed, bootstrap_iters=0, log_samples=False)
+    res = {}
+    for task, metrics in out["results"].items():
+        res[task] = {k.split(",")[0]: float(v) for k, v in metrics.items()
+                     if isinstance(v, (int, float)) and not k.startswith("alias") and "stderr" not in k}
+    return res
+
+
+# ---- a direct computation, used to check lm-eval and for quick in-process numbers ----------------
+
+@torch.no_grad()
+def rolling_nll(model, ids: list[int], prefix_id: int, max_len: int | None = None) -> tuple[float, int]:
+    """Sum of next-token NLL over a document, in non-overlapping windows of max_len predicted tokens.
+
+    Window 0 reads [prefix, t0 .. t_{n-2}] and predicts t0 .. t_{n-1}; each later window predicts the
+    next max_len tokens conditioned on the max_len tokens before them (lm-eval's rolling protocol).
+    Returns (sum NLL in nats, number of predicted tokens).
+    """
+    n = max_len or max_length(model)
+    dev = next(model.parameters()).device
+    seq = [prefix_id] + list(ids)
+    total, count = 0.0, 0
+    for start in range(0, len(ids), n):
+        end = min(start + n, len(ids))          # predict ids[start:end] = seq[start+1:end+1]
+        ctx_lo = max(0, end - n)                # inputs seq[ctx_lo:end], at most n tokens
+        x = torch.tensor([seq[ctx_lo:end]], device=dev)
+        logp = torch.log_softmax(model(x).logits[0].float(), -1)
+        tgt = torch.tensor(seq[ctx_lo + 1:end + 1], device=dev)
+        nll = -logp.gather(-1, tgt[:, None])[:, 0]
+        keep = end - start                      # only the last `keep` predictions are new
+        total += nll[-keep:].sum().item()
+        count += keep
+    return total, count
+
+
+def perplexity_direct(model, tok, docs: list[str]) -> dict[str, float]:
+    """Token, word and byte perplexity of docs by rolling_nll (no lm-eval)."""
+    nll = ntok = nwords = nbytes = 0
+    prefix = tok.eos_token_id if tok.bos_token_id is None else tok.bos_token_id
+    for d in docs:
+        s, c = rolling_nll(model, tok(d, add_special_tokens=False)["input_ids"], prefix)
+        nll, ntok = nll + s, ntok + c
+        nwords += len(d.split())
+        nbytes += len(d.encode("utf-8"))
+    return {"token_perplexity": math.exp(nll / ntok), "word_perplexity": math.exp(nll / nwords),
+            "byte_perplexity": math.exp(nll / nbytes), "bits_per_byte": nll / nbytes / math.log(2)}

@@ -1,0 +1,58 @@
+"""Bad configurations stop before any job runs, with a message naming the bad value."""
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shadowllm.config import ConfigError, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def bad(mutate):
+    cfg = copy.deepcopy(DEFAULT)
+    mutate(cfg)
+    return cfg
+
+
+CASES = [
+    (lambda c: c.update(colour="blue"), ["unknown key(s) ['colour']", "expected one of"]),
+    (lambda c: c["models"]["tiny-opt"]["train"].update(layers=6), ["['layers']", "n_layers"]),
+    (lambda c: c["masks"].update(sparsity=[0.2, 1.0]), ["config['masks']['sparsity'][1] = 1.0", "< 1"]),
+    (lambda c: c["masks"].update(sparsity=[-0.1]), ["= -0.1", ">= 0"]),
+    (lambda c: c["evaluation"].update(tasks=["bb_winowhy", "piqaa"]), ["'piqaa'", "bb_winowhy"]),
+    (lambda c: c["models"].update(mine={"source": "local", "path": "/no/such/folder"}),
+     ["'/no/such/folder'", "does not exist"]),
+    (lambda c: c["models"]["tiny-opt"].update(source="cloud"), ["'cloud'", "train"]),
+]
+
+
+def test_default_config_is_valid():
+    validate(copy.deepcopy(DEFAULT))
+
+
+@pytest.mark.parametrize("mutate,needles", CASES)
+def test_validate_names_bad_value(mutate, needles):
+    with pytest.raises(ConfigError) as e:
+        validate(bad(mutate))
+    for n in needles:
+        assert n in str(e.value)
+
+
+@pytest.mark.parametrize("mutate,needles", CASES[:1] + CASES[2:3] + CASES[4:6])
+def test_snakemake_stops_before_any_job(tmp_path, mutate, needles):
+    cfgfile = tmp_path / "bad.yaml"
+    cfgfile.write_text(yaml.safe_dump(bad(mutate)))
+    r = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", str(cfgfile),
+                        "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    for n in needles:
+        assert n in out, out
+    assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()

@@ -1,0 +1,55 @@
+"""Model loading without a hub, and atomic writes."""
+import os
+import time
+
+import pytest
+
+from shadowllm import io
+from shadowllm.loading import ModelNotAvailable, load_model
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(ModelNotAvailable, match="does not exist"):
+        load_model(str(tmp_path / "no-model"))
+
+
+def test_hub_id_without_network_fails_fast_with_hint(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t = time.time()
+    with pytest.raises(ModelNotAvailable) as e:
+        load_model("facebook/opt-13b")
+    assert time.time() - t < 10
+    assert "facebook/opt-13b" in str(e.value) and "download" in str(e.value)
+
+
+def test_local_folder_loads_tokenizer_and_model(saved_tiny):
+    path, _ = saved_tiny
+    model, tok = load_model(str(path), dtype="float32", device="cpu")
+    assert model.config.model_type == "opt" and tok.pad_token is not None
+    with pytest.raises(ValueError, match="'float8'"):
+        load_model(str(path), dtype="float8")
+
+
+def test_train_is_deterministic_and_stores_perplexity(saved_tiny, tmp_path):
+    from shadowllm import data
+    from shadowllm.train import TrainConfig, train
+
+    path, metrics = saved_tiny
+    cfg = TrainConfig(**metrics["config"])
+    again = train(cfg, data.corpus_docs("calib"), data.corpus_docs("test")[:5], tmp_path / "m", log=lambda *a: None)
+    assert again["test_perplexity"] == metrics["test_perplexity"]
+    assert 1 < metrics["test_perplexity"] < cfg.vocab_size
+    assert (path / "config.json").is_file() and (path / "tokenizer.json").is_file()
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    io.write_json(target, {"a": 1})
+    assert target.read_text().strip().startswith("{") and oct(target.stat().st_mode & 0o777) != "0o600"
+    io.write_meta(target, config={"x": 1}, seed=3)
+    assert (tmp_path / "out.json.meta.json").is_file()

@@ -1,0 +1,13 @@
+rule prepare_tasks:
+    """lm-eval task YAMLs of the shipped tasks, with absolute paths to their JSONL files."""
+    output:
+        directory(TASK_DIR),
+    log:
+        "logs/data/prepare_tasks.log",
+    benchmark:
+        "benchmarks/data/prepare_tasks.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "shadowllm prepare-tasks --out {output} > {log} 2>&1"
