@@ -18,6 +18,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/importance.smk"
+include: "workflow/rules/selftest.smk"
 
 
 rule all:
@@ -25,3 +27,5 @@ rule all:
     input:
         expand("figures/{model}/eval_vs_sparsity.png", model=MODELS),
         expand("reports/{model}/eval.md", model=MODELS),
+        importance_traces_all(),
+        importance_figures_all() if IMP_TASKS else [],

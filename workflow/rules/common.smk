@@ -20,6 +20,7 @@ MODELS = config["models"]
 EVAL = config["evaluation"]
 MASKS = config.get("masks", {"kinds": ["random"], "style": "global", "sparsity": [0.2, 0.4, 0.6]})
 TASK_DIR = "results/data/tasks"
+CONDA_ENV = "../../envs/shadowllm.yaml"  # for --software-deployment-method conda
 
 
 wildcard_constraints:

@@ -2,6 +2,8 @@ rule prepare_tasks:
     """lm-eval task YAMLs of the shipped tasks, with absolute paths to their JSONL files."""
     output:
         directory(TASK_DIR),
+    conda:
+        CONDA_ENV
     log:
         "logs/data/prepare_tasks.log",
     benchmark:

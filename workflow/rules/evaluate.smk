@@ -6,6 +6,8 @@ rule make_mask:
         "results/masks/{model}/{kind}_s{sparsity}_{style}.safetensors",
     params:
         model=lambda wc: model_path(wc.model),
+    conda:
+        CONDA_ENV
     log:
         "logs/masks/{model}/{kind}_s{sparsity}_{style}.log",
     benchmark:
@@ -39,6 +41,8 @@ rule evaluate:
         mask=_mask_arg,
         tasks=",".join(eval_tasks()),
         limit=f"--limit {EVAL['limit']}" if EVAL.get("limit") else "",
+    conda:
+        CONDA_ENV
     log:
         "logs/eval/{model}/{mask}.log",
     benchmark:
@@ -59,6 +63,8 @@ rule table:
         lambda wc: [f"results/eval/{wc.model}/{m}.json" for m in ["dense"] + mask_names()],
     output:
         "results/tables/{model}/eval.csv",
+    conda:
+        CONDA_ENV
     log:
         "logs/tables/{model}.log",
     benchmark:
@@ -77,6 +83,8 @@ rule figure_eval:
     output:
         report("figures/{model}/eval_vs_sparsity.png", caption="../report/eval_vs_sparsity.rst",
                category="Evaluation"),
+    conda:
+        CONDA_ENV
     log:
         "logs/figures/{model}_eval.log",
     benchmark:
@@ -95,6 +103,8 @@ rule report_eval:
         train=lambda wc: [f"results/models/{wc.model}/train.json"] if model_cfg(wc.model)["source"] == "train" else [],
     output:
         "reports/{model}/eval.md",
+    conda:
+        CONDA_ENV
     log:
         "logs/reports/{model}_eval.log",
     benchmark:

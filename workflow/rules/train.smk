@@ -5,6 +5,8 @@ rule train_tiny:
         metrics="results/models/{model}/train.json",
     params:
         train=lambda wc: json.dumps(model_cfg(wc.model).get("train", {})),
+    conda:
+        CONDA_ENV
     log:
         "logs/train/{model}.log",
     benchmark:

@@ -1,0 +1,159 @@
+"""Trace files: per (model, task, k) one `inputs.safetensors` and one `<criterion>.safetensors`.
+
+See FORMAT.md. Per-example scores are stored as float16 after an affine map per (example, layer)
+onto [0, 1] (lo / hi kept in float32), so every criterion fits float16 whatever its range
+(fisher ~1e-10, jacov ~-1e6) and the order of units within a layer is kept. `load_scores`
+undoes the map. Static (aggregate) scores are the float32 mean of the raw scores over examples.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from ..io import atomic_path, write_meta
+from .collect import Collected
+from .criteria import CRITERIA, is_finite_or_raise
+
+FORMAT_VERSION = 1
+INPUTS_FILE = "inputs.safetensors"
+
+
+def ids_digest(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def quantize(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """s [N, L, U] -> (q float16 in [0, 1], lo [N, L] float32, hi [N, L] float32)."""
+    s = s.double()
+    lo, hi = s.amin(-1), s.amax(-1)
+    span = (hi - lo)
+    q = (s - lo[..., None]) / torch.where(span > 0, span, torch.ones_like(span))[..., None]
+    return q.clamp(0, 1).to(torch.float16), lo.float(), hi.float()
+
+
+def dequantize(q: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    return lo[..., None] + q.float() * (hi - lo)[..., None]
+
+
+def _save(path: Path, tensors: dict, metadata: dict) -> None:
+    from safetensors.torch import save_file
+
+    md = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in metadata.items()}
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=md)
+
+
+def write_traces(out_dir, col: Collected, *, model: str, task: str, k: int, seed: int,
+                 neuron_traces="all", config: dict | None = None, device: str | None = None) -> list[Path]:
+    """Write inputs + one file per criterion (each atomic, each with a .meta.json sidecar).
+
+    neuron_traces: "all", "none" or a list of criteria whose per-example neuron scores are stored;
+    the static neuron means are always stored. Everything is validated before the first write.
+    """
+    out_dir = Path(out_dir)
+    if isinstance(neuron_traces, str) and neuron_traces not in ("all", "none"):
+        neuron_traces = [n.strip() for n in neuron_traces.split(",") if n.strip()]
+    if isinstance(neuron_traces, list):
+        bad = [n for n in neuron_traces if n not in CRITERIA]
+        if bad:
+            raise ValueError(f"unknown criterion {', '.join(map(repr, bad))} in neuron_traces")
+    for unit, scores in (("head", col.heads), ("neuron", col.neurons)):
+        for name, s in scores.items():
+            is_finite_or_raise(name, unit, s.reshape(s.shape[0], -1), col.ids)
+    for l, x in col.inputs.items():
+        is_finite_or_raise(f"attn_out.{l} (predictor input)", "input", x, col.ids)
+    common = {"format_version": str(FORMAT_VERSION), "model": model, "task": task, "k": str(k), "seed": str(seed),
+              "n_examples": str(len(col.ids)), "ids_sha256_16": ids_digest(col.ids)}
+    cfg = dict(config or {}, model=model, task=task, k=k, criteria=list(col.heads),
+               placement_layers=col.info.get("placement_layers"), neuron_traces=neuron_traces)
+    written = []
+    p = out_dir / INPUTS_FILE
+    tensors = {f"attn_out.{l}": x.to(torch.float16) for l, x in col.inputs.items()}
+    for l, x in col.inputs.items():
+        if x.abs().max() > 65504:
+            raise ValueError(f"predictor input attn_out.{l} exceeds the float16 range")
+    tensors.update(n_tokens=col.n_tokens.to(torch.int32), n_context=col.n_context.to(torch.int32),
+                   loss=col.loss.float())
+    _save(p, tensors, dict(common, ids=col.ids, placement_layers=col.info.get("placement_layers", [0])))
+    write_meta(p, config=cfg, seed=seed, device=device)
+    written.append(p)
+    for name, hs in col.heads.items():
+        q, lo, hi = quantize(hs)
+        t = {"heads": q, "heads_lo": lo, "heads_hi": hi, "heads_mean": hs.mean(0).float()}
+        if name in col.neurons:
+            ns = col.neurons[name]
+            t["neurons_mean"] = ns.mean(0).float()
+            if neuron_traces == "all" or (isinstance(neuron_traces, list) and name in neuron_traces):
+                q, lo, hi = quantize(ns)
+                t.update(neurons=q, neurons_lo=lo, neurons_hi=hi)
+        p = out_dir / f"{name}.safetensors"
+        _save(p, t, dict(common, criterion=name))
+        write_meta(p, config=cfg, seed=seed, device=device)
+        written.append(p)
+    return written
+
+
+def read_meta(path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        md = f.metadata() or {}
+    out = {}
+    for k, v in md.items():
+        try:
+            out[k] = json.loads(v)
+        except (json.JSONDecodeError, TypeError):
+            out[k] = v
+    return out
+
+
+def load_scores(path, unit: str = "heads") -> torch.Tensor:
+    """Per-example float32 scores [N, L, U] of a criterion file (unit 'heads' or 'neurons')."""
+    from safetensors.torch import load_file
+
+    t = load_file(str(path))
+    if unit not in t:
+        raise ValueError(f"{path}: no per-example {unit} scores stored "
+                         f"({'head-only criterion' if unit == 'neurons' and 'neurons_mean' not in t else 'not kept'})")
+    return dequantize(t[unit], t[f"{unit}_lo"], t[f"{unit}_hi"])
+
+
+def load_static(path, unit: str = "heads") -> torch.Tensor:
+    """Static (aggregate) scores [L, U]: float32 mean over examples."""
+    from safetensors.torch import load_file
+
+    t = load_file(str(path))
+    if f"{unit}_mean" not in t:
+        raise ValueError(f"{path}: criterion has no {unit} scores")
+    return t[f"{unit}_mean"]
+
+
+def load_inputs(path) -> dict:
+    """{'ids', 'attn_out': {layer: [N, d] float32}, 'n_tokens', 'n_context', 'loss'}."""
+    from safetensors.torch import load_file
+
+    t = load_file(str(path))
+    md = read_meta(path)
+    return {"ids": md.get("ids", []),
+            "attn_out": {int(k.split(".")[1]): v.float() for k, v in t.items() if k.startswith("attn_out.")},
+            "n_tokens": t["n_tokens"], "n_context": t["n_context"], "loss": t["loss"]}
+
+
+def bytes_per_example(L: int, H: int, F: int, d_model: int, criteria=None, neuron_traces="all",
+                      placement_layers=(0,)) -> dict:
+    """Bytes per example of the stored format (tensor payload; headers are per file, not per example)."""
+    names = list(criteria or CRITERIA)
+    head = L * H * 2 + 2 * L * 4
+    neuron = L * F * 2 + 2 * L * 4
+    per = {}
+    for n in names:
+        b = head
+        if CRITERIA[n].neurons is not None and (neuron_traces == "all" or
+                                                (isinstance(neuron_traces, (list, tuple)) and n in neuron_traces)):
+            b += neuron
+        per[n] = b
+    inputs = len(set([0] + list(placement_layers))) * d_model * 2 + 3 * 4
+    return {"per_criterion": per, "inputs": inputs, "total": sum(per.values()) + inputs}

@@ -1,0 +1,312 @@
+"""Importance criteria vs independent autograd on a tiny random OPT; batching, padding, format, errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from shadowllm.importance import collect as C
+from shadowllm.importance.criteria import CRITERIA, Criterion, register
+from shadowllm.importance.traces import load_inputs, load_scores, load_static, read_meta, write_traces
+
+L, H, D, F = 2, 4, 32, 64
+DH = D // H
+TOL = dict(rtol=1e-6, atol=1e-10)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def float64_softmax():
+    """OPT's eager attention computes softmax in float32; keep float64 so finite differences are exact."""
+    orig = torch.nn.functional.softmax
+
+    def softmax(x, dim=None, _stacklevel=3, dtype=None):
+        return orig(x, dim=dim) if x.dtype == torch.float64 else orig(x, dim=dim, dtype=dtype)
+    torch.nn.functional.softmax = softmax
+    yield
+    torch.nn.functional.softmax = orig
+
+
+@pytest.fixture(scope="module")
+def model(float64_softmax):
+    from transformers import OPTConfig, OPTForCausalLM
+
+    torch.manual_seed(0)
+    cfg = OPTConfig(vocab_size=50, hidden_size=D, num_hidden_layers=L, num_attention_heads=H, ffn_dim=F,
+                    max_position_embeddings=64, word_embed_proj_dim=D, attn_implementation="eager")
+    m = OPTForCausalLM(cfg).double().eval()
+    with torch.no_grad():  # larger weights than the init so every criterion has a spread
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.mul_(4.0)
+    return m
+
+
+def make_examples(n=4, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    lens = [(7, 2), (12, 3), (4, 1), (15, 2), (9, 2), (5, 3)]
+    # a small token range so next-token classes repeat (epenas needs >= 2 rows per class)
+    return [C.Example(f"ex{i}", torch.randint(3, 9, (c,), generator=g).tolist(),
+                      torch.randint(3, 9, (y,), generator=g).tolist()) for i, (c, y) in enumerate(lens[:n])]
+
+
+@pytest.fixture(scope="module")
+def batched(model):
+    return C.collect(model, make_examples(), list(CRITERIA), batch_size=4, placement_layers=[1])
+
+
+# ---- the direct computation: plain autograd on one example, no collector code ------------------------
+
+def direct_grads(model, e, gh_val=None, gn_val=None, create_graph=False):
+    dec = model.model.decoder
+    gh = [torch.ones(H, dtype=torch.float64, requires_grad=True) if gh_val is None else gh_val[l] for l in range(L)]
+    gn = [torch.ones(F, dtype=torch.float64, requires_grad=True) if gn_val is None else gn_val[l] for l in range(L)]
+    cap, hs = {}, []
+    for l, layer in enumerate(dec.layers):
+        def attn_pre(mod, args, l=l):
+            a = args[0]
+            if not a.requires_grad:
+                a = a.detach().requires_grad_(True)
+            cap["A", l] = a
+            return ((a.view(*a.shape[:-1], H, DH) * gh[l][:, None]).view(a.shape),)
+
+        def fc2_pre(mod, args, l=l):
+            cap["Z", l] = args[0]
+            return (args[0] * gn[l],)
+
+        def fc1_fwd(mod, args, out, l=l):
+            cap["P", l] = out
+        hs += [layer.self_attn.out_proj.register_forward_pre_hook(attn_pre),
+               layer.fc2.register_forward_pre_hook(fc2_pre), layer.fc1.register_forward_hook(fc1_fwd)]
+    try:
+        ids = torch.tensor([e.ctx_ids + e.cont_ids])
+        logits = model(input_ids=ids).logits[0]
+        c, n = len(e.ctx_ids), e.n
+        loss = torch.nn.functional.cross_entropy(logits[c - 1:n - 1], torch.tensor(e.cont_ids))
+        ws = [layer.fc1.weight for layer in dec.layers]
+        keys = [("A", l) for l in range(L)] + [("Z", l) for l in range(L)] + [("P", l) for l in range(L)]
+        outs = torch.autograd.grad(loss, [cap[k] for k in keys] + ws + gh + gn, create_graph=create_graph)
+    finally:
+        for h in hs:
+            h.remove()
+    g = dict(zip(keys, outs[:3 * L]))
+    dW = outs[3 * L:4 * L]
+    return dict(cap=cap, g=g, dW=dW, W=ws, gh=outs[4 * L:5 * L], gn=outs[5 * L:6 * L], ids=ids[0])
+
+
+def direct_hvp(model, e, eps=1e-4):
+    """Gate Hessian-vector product H g by central finite differences of the gate gradient."""
+    base = direct_grads(model, e)
+    g0h = [x.detach() for x in base["gh"]]
+    g0n = [x.detach() for x in base["gn"]]
+
+    def gates_at(s):
+        return ([(1 + s * g0h[l]).requires_grad_(True) for l in range(L)],
+                [(1 + s * g0n[l]).requires_grad_(True) for l in range(L)])
+    p = direct_grads(model, e, *gates_at(eps))
+    m = direct_grads(model, e, *gates_at(-eps))
+    return ([(p["gh"][l] - m["gh"][l]) / (2 * eps) for l in range(L)],
+            [(p["gn"][l] - m["gn"][l]) / (2 * eps) for l in range(L)])
+
+
+def jacov_np(rows):
+    rows = rows[np.abs(rows).sum(-1) != 0]
+    v = np.abs(np.linalg.eigvals(np.atleast_2d(np.corrcoef(rows))))
+    return -np.sum(np.log(v + 1e-5) + 1.0 / (v + 1e-5))
+
+
+def epenas_np(rows, classes):
+    keep = np.abs(rows).sum(-1) != 0
+    rows, classes = rows[keep], classes[keep]
+    s = []
+    for c in np.unique(classes):
+        r = rows[classes == c]
+        if len(r) >= 2:
+            s.append(np.sum(np.log(np.abs(np.corrcoef(r)) + 1e-5)))
+    return float(sum(abs(a - b) for a in s for b in s))
+
+
+UNITS_HEADS = [(0, 1), (1, 3)]
+UNITS_NEURONS = [(0, 5), (1, 40)]
+
+
+@pytest.mark.parametrize("ei", [0, 1, 2, 3])
+def test_criteria_match_direct_autograd(model, batched, ei):
+    e = make_examples()[ei]
+    r = direct_grads(model, e)
+    hv_h, hv_n = direct_hvp(model, e)
+    ids = r["ids"].numpy()
+    for l, h in UNITS_HEADS:
+        A = r["cap"]["A", l][0].detach().view(-1, H, DH)[:, h]      # [T, dh]
+        G = r["g"]["A", l][0].view(-1, H, DH)[:, h]
+        want = {
+            "plainact": (G * A).sum(-1).abs().sum(),
+            "fisher": (A * G).pow(2).mean(0).sum(),
+            "grad_norm": G.pow(2).sum().sqrt(),
+            "l2_norm": A.pow(2).sum().sqrt(),
+            "snip": r["gh"][l][h].abs(),
+            "nwot": torch.log(1 + (A <= 0).sum().double()),
+            "grasp": -hv_h[l][h],
+            "jacov": jacov_np(G.numpy()),
+            "epenas": epenas_np(G.numpy()[:-1], ids[1:]),
+        }
+        for name, w in want.items():
+            got = batched.heads[name][ei, l, h]
+            tol = dict(rtol=1e-6, atol=1e-9) if name == "grasp" else TOL
+            torch.testing.assert_close(got, torch.as_tensor(w, dtype=torch.float64), **tol,
+                                       msg=f"{name} head l{l} h{h} example {ei}")
+    assert batched.heads["epenas"][ei].abs().sum() > 0 or ei == 2   # classes repeat in the longer examples
+    for l, j in UNITS_NEURONS:
+        Z, dZ = r["cap"]["Z", l][:, j].detach(), r["g"]["Z", l][:, j]
+        P = r["cap"]["P", l][0, :, j].detach() if r["cap"]["P", l].dim() == 3 else r["cap"]["P", l][:, j].detach()
+        W, dW = r["W"][l][j].detach(), r["dW"][l][j]
+        T = Z.shape[0]
+        want = {
+            "plainact": (W * dW).abs().sum(),
+            "fisher": (Z * dZ).pow(2).mean(),
+            "grad_norm": dW.norm(),
+            "l2_norm": P.norm(),
+            "snip": r["gn"][l][j].abs(),
+            "nwot": torch.log((1 + (P <= 0).sum().double()) / (1 + T)),
+            "grasp": -hv_n[l][j],
+        }
+        for name, w in want.items():
+            tol = dict(rtol=1e-6, atol=1e-9) if name == "grasp" else TOL
+            torch.testing.assert_close(batched.neurons[name][ei, l, j], torch.as_tensor(w, dtype=torch.float64),
+                                       **tol, msg=f"{name} neuron l{l} n{j} example {ei}")
+    assert "jacov" not in batched.neurons and "epenas" not in batched.neurons
+
+
+def test_batched_equals_one_by_one_and_padding_is_inert(model, batched):
+    exs = make_examples()
+    single = C.collect(model, exs, list(CRITERIA), batch_size=1, placement_layers=[1])
+    # a different pad token and a long partner that forces much more padding
+    long = C.Example("long", [5] * 30, [6, 7])
+    padded = C.collect(model, exs + [long], list(CRITERIA), batch_size=5, placement_layers=[1], pad_token_id=17,
+                       sort_by_length=False)
+    for other in (single, padded):
+        for name in CRITERIA:
+            torch.testing.assert_close(batched.heads[name], other.heads[name][:4], rtol=1e-9, atol=1e-12)
+            if name in batched.neurons:
+                torch.testing.assert_close(batched.neurons[name], other.neurons[name][:4], rtol=1e-9, atol=1e-12)
+        for l in batched.inputs:
+            torch.testing.assert_close(batched.inputs[l], other.inputs[l][:4], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(batched.loss, other.loss[:4], rtol=1e-6, atol=1e-9)
+
+
+def test_predictor_inputs_are_attn_out_output_at_last_real_token(model, batched):
+    e = make_examples()[1]
+    outs = {}
+    hs = [model.model.decoder.layers[l].self_attn.out_proj.register_forward_hook(
+        lambda m, a, o, l=l: outs.__setitem__(l, o.detach())) for l in (0, 1)]
+    with torch.no_grad():
+        model(input_ids=torch.tensor([e.ctx_ids + e.cont_ids]))
+    for h in hs:
+        h.remove()
+    for l in (0, 1):
+        torch.testing.assert_close(batched.inputs[l][1], outs[l][0, -1].float())
+
+
+def test_gradient_free_criteria_run_without_backward(model, batched, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("backward called")
+    monkeypatch.setattr(torch.autograd, "grad", boom)
+    col = C.collect(model, make_examples(), ["l2_norm", "nwot"], batch_size=4)
+    torch.testing.assert_close(col.heads["nwot"], batched.heads["nwot"])
+    torch.testing.assert_close(col.neurons["l2_norm"], batched.neurons["l2_norm"])
+
+
+def test_write_and_read_traces(model, batched, tmp_path):
+    paths = write_traces(tmp_path, batched, model="tiny", task="t", k=3, seed=0, neuron_traces="all")
+    assert {p.name for p in paths} == {"inputs.safetensors"} | {f"{c}.safetensors" for c in CRITERIA}
+    for p in paths:
+        assert (p.parent / (p.name + ".meta.json")).is_file()
+    assert not list(tmp_path.glob(".tmp-*"))
+    for name in CRITERIA:
+        s = load_scores(tmp_path / f"{name}.safetensors", "heads")
+        raw = batched.heads[name].float()
+        span = (raw.amax(-1) - raw.amin(-1))[..., None]
+        assert ((s - raw).abs() <= span * 1e-3 + 1e-12).all(), name
+        # order within a layer is kept (ties may appear, never inversions)
+        for n in range(raw.shape[0]):
+            for l in range(L):
+                o = torch.argsort(raw[n, l])
+                assert (torch.diff(s[n, l][o]) >= 0).all()
+        torch.testing.assert_close(load_static(tmp_path / f"{name}.safetensors"), raw.mean(0))
+    with pytest.raises(ValueError, match="head-only"):
+        load_scores(tmp_path / "jacov.safetensors", "neurons")
+    inp = load_inputs(tmp_path / "inputs.safetensors")
+    assert inp["ids"] == batched.ids and set(inp["attn_out"]) == {0, 1}
+    assert read_meta(tmp_path / "fisher.safetensors")["criterion"] == "fisher"
+    meta = json.loads((tmp_path / "fisher.safetensors.meta.json").read_text())
+    assert meta["config"]["k"] == 3
+
+
+def test_neuron_traces_subset(batched, tmp_path):
+    write_traces(tmp_path, batched, model="tiny", task="t", k=0, seed=0, neuron_traces="plainact")
+    load_scores(tmp_path / "plainact.safetensors", "neurons")
+    with pytest.raises(ValueError, match="not kept"):
+        load_scores(tmp_path / "fisher.safetensors", "neurons")
+    assert load_static(tmp_path / "fisher.safetensors", "neurons").shape == (L, F)
+
+
+# ---- invalid input ----------------------------------------------------------------------------
+
+def test_unknown_criterion_is_named(model):
+    with pytest.raises(ValueError, match="'bogus'"):
+        C.collect(model, make_examples(1), ["plainact", "bogus"])
+
+
+def test_k_larger_than_split_is_named():
+    rows = [{"id": str(i), "query": f"q{i} Answer:", "choices": [" a", " b"], "gold": i % 2} for i in range(4)]
+    with pytest.raises(ValueError, match=r"k=4 .*'toy'.* 4 examples"):
+        C.kshot_prompts(rows, 4, seed=0, task="toy")
+
+
+def test_nan_score_stops_and_writes_nothing(model, tmp_path):
+    @register
+    class Broken(Criterion):
+        name = "broken_for_test"
+        needs_grad = False
+
+        @staticmethod
+        def heads(d):
+            s = d.A.sum((1, 3)) * 0
+            s[-1, 2] = float("nan")
+            return s
+    try:
+        with pytest.raises(ValueError, match=r"'broken_for_test'.*non-finite head score.*example 'ex\d'"):
+            col = C.collect(model, make_examples(2), ["plainact", "broken_for_test"], batch_size=2)
+            write_traces(tmp_path, col, model="tiny", task="t", k=0, seed=0)
+    finally:
+        CRITERIA.pop("broken_for_test")
+    assert not list(tmp_path.iterdir())
+
+
+def test_inf_in_collected_scores_blocks_writing(batched, tmp_path):
+    import copy
+    bad = copy.deepcopy(batched)
+    bad.neurons["fisher"][1, 0, 3] = float("inf")
+    with pytest.raises(ValueError, match=r"'fisher'.*neuron.*'ex1'"):
+        write_traces(tmp_path, bad, model="tiny", task="t", k=0, seed=0)
+    assert not list(tmp_path.iterdir())
+
+
+# ---- prompts ----------------------------------------------------------------------------------
+
+def test_kshot_prompts_deterministic_and_exclude_self():
+    rows = [{"id": str(i), "query": f"Q{i}? Answer:", "choices": [f" A{i}", f" B{i}"], "gold": i % 2}
+            for i in range(12)]
+    a = C.kshot_prompts(rows, 3, seed=7, max_examples=5)
+    assert a == C.kshot_prompts(rows, 3, seed=7, max_examples=5)
+    assert a != C.kshot_prompts(rows, 3, seed=8, max_examples=5)
+    assert a[:3] == C.kshot_prompts(rows, 3, seed=7, max_examples=3)
+    for pid, ctx, cont in a:
+        i = int(pid)
+        parts = ctx.split("\n\n")
+        assert len(parts) == 4 and parts[-1] == rows[i]["query"]
+        assert all(f"Q{i}?" not in p for p in parts[:-1])
+        assert cont == rows[i]["choices"][rows[i]["gold"]]
+    z = C.kshot_prompts(rows, 0, seed=7, max_examples=2)
+    assert all(ctx == rows[int(pid)]["query"] for pid, ctx, _ in z)

@@ -1,0 +1,28 @@
+"""Input-dependence statistic (Figure 2) and the trace-size arithmetic."""
+import numpy as np
+
+from shadowllm.importance.dependence import hist_variance, input_dependence, rank_variance, references
+from shadowllm.importance.traces import bytes_per_example
+
+
+def test_rank_variance_extremes(tmp_path):
+    rng = np.random.default_rng(0)
+    fixed = np.tile(rng.random((1, 3, 4)), (50, 1, 1))
+    assert np.allclose(rank_variance(fixed), 0)
+    assert np.allclose(hist_variance(fixed), hist_variance(fixed).max())   # all mass at one rank
+    rand = rng.random((4000, 3, 4))
+    ref = references(12, 4000)
+    assert abs(rank_variance(rand).mean() - ref["random_rank_var"]) / ref["random_rank_var"] < 0.05
+    s = input_dependence(rand[:100], tmp_path / "d.csv", tmp_path / "d.png")
+    assert (tmp_path / "d.png").stat().st_size > 0 and (tmp_path / "d.csv.meta.json").is_file()
+    lines = (tmp_path / "d.csv").read_text().splitlines()
+    assert lines[0] == "layer,head,rank_var,hist_var" and len(lines) == 1 + 12 + len(ref)
+    assert s["n_inputs"] == 100
+
+
+def test_trace_bytes_opt13b():
+    b = bytes_per_example(40, 40, 20480, 5120)
+    assert b["per_criterion"]["jacov"] == 40 * 40 * 2 + 2 * 40 * 4
+    assert b["per_criterion"]["plainact"] == 40 * 40 * 2 + 40 * 20480 * 2 + 4 * 40 * 4
+    small = bytes_per_example(40, 40, 20480, 5120, neuron_traces=["plainact"])
+    assert small["total"] * 3400 < 0.01 * 700e9
