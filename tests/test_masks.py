@@ -184,3 +184,43 @@ def test_mask_file_roundtrip_and_shape_check(tmp_path, opt_model):
         wrong.check(ad)
     with pytest.raises(FileNotFoundError, match="nope.safetensors"):
         Mask.load(tmp_path / "nope.safetensors")
+
+
+class Layer0Decides:
+    """A MaskSource that decides every later layer's mask inside the forward pass, from layer 0's
+    attention output at the last token (where the ShadowLLM predictor sits)."""
+
+    def __init__(self, ad, proj_h, proj_f, sparsity=0.5):
+        self.ad, self.ph, self.pf, self.sparsity = ad, proj_h, proj_f, sparsity
+        self.mask = None
+
+    def attach(self, ad):
+        def grab(module, args, out):
+            feat = out[:, -1]  # [B, d]
+            hs = (feat @ self.ph).view(-1, ad.n_layers, ad.n_heads)
+            ns = (feat @ self.pf).view(-1, ad.n_layers, ad.n_neurons)
+            self.mask = mask_from_scores(hs, ns, self.sparsity, "local")
+        return [ad.attn_out(0).register_forward_hook(grab)]
+
+    def head_mask(self, l):
+        return None if l == 0 else self.mask.heads[:, l]
+
+    def neuron_mask(self, l):
+        return None if l == 0 else self.mask.neurons[:, l]
+
+
+def test_mask_decided_inside_forward_from_layer0(opt_model):
+    ad = get_adapter(opt_model)
+    g = torch.Generator().manual_seed(5)
+    ph = torch.randn(ad.d_model, ad.n_layers * ad.n_heads, generator=g)
+    pf = torch.randn(ad.d_model, ad.n_layers * ad.n_neurons, generator=g)
+    src = Layer0Decides(ad, ph, pf)
+    with MaskHooks(ad, src):
+        one_pass = opt_model(X).logits
+    # two passes by hand: read layer 0's output, then apply the same masks statically
+    with MaskHooks(ad, StaticMask(src.mask)):
+        two_pass = opt_model(X).logits
+    assert torch.equal(one_pass, two_pass)
+    assert src.mask.heads[:, 1:].mean() == 0.5
+    per_seq = src.mask.neurons[:, 1:].flatten(1)
+    assert not torch.equal(per_seq[0], per_seq[1])  # per-sequence: the masks differ by prompt
