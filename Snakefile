@@ -19,6 +19,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/importance.smk"
+include: "workflow/rules/latency.smk"
 include: "workflow/rules/selftest.smk"
 
 
@@ -29,3 +30,4 @@ rule all:
         expand("reports/{model}/eval.md", model=MODELS),
         importance_traces_all(),
         importance_figures_all() if IMP_TASKS else [],
+        rules.latency_all.input if config.get("latency") else [],

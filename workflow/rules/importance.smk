@@ -50,6 +50,7 @@ rule importance_traces:
         else ",".join(IMP["neuron_traces"]),
         dtype=IMP.get("dtype", "float32"),
         seed=IMP.get("seed", config.get("seed", 0)),
+    threads: THREADS
     resources:
         mem_mb=mem_mb_for(4000, 3000),
         runtime=runtime_for(20, 30),

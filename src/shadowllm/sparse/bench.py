@@ -1,0 +1,277 @@
+"""Latency benchmark of the sparse decoder: dense vs static vs ShadowLLM (prompt / per token) vs DejaVu.
+
+For each (model size, generated tokens, sparsity, mode): `warmup` untimed generate calls, then `repeats`
+timed ones with a fresh random prompt each. A call = prefill of `prompt_len` random tokens + `gen_tokens`
+greedy decode steps; prefill and decode are timed separately (device synchronised). Reported: median and
+IQR over the repeats of prefill ms, decode ms per token and call ms; the bytes of weights read per decoded
+token (the model's matrices actually touched + predictors + LM head; KV cache not counted); the device's
+memory bandwidth, measured once at start with a large tensor copy (best of 7); the roofline ms/token = bytes /
+bandwidth; and the ratios measured/roofline and measured/dense (dense = the same size, batch, prompt and
+generation length, timed in the same round-robin group on CPU; it is always run, and written as a row when
+'dense' is among the modes).
+"""
+from __future__ import annotations
+
+import csv
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from ..io import atomic_path, write_meta
+from .decoder import MODES, TOKEN_MODES, OPTWeights, SparseOPT, make_static_mask, roofline_ms
+from .shapes import parse_size
+
+FIELDS = ["model", "layers", "hidden", "heads", "ffn", "params_b", "dtype", "device", "threads", "batch",
+          "prompt_len", "gen_tokens", "sparsity", "mode", "kv_policy", "gather", "lookahead", "cuda_graph",
+          "repeats", "prefill_ms", "prefill_ms_iqr", "ms_per_token", "ms_per_token_iqr", "ms_per_token_min", "call_ms",
+          "call_ms_iqr", "weight_bytes_per_token", "bandwidth_gbs", "roofline_ms_per_token",
+          "ratio_to_roofline", "ratio_to_dense", "speedup_vs_dense"]
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def measure_bandwidth(device: str | torch.device, mbytes: int | None = None, reps: int = 7) -> float:
+    """GB/s of a large device-to-device tensor copy (bytes read + bytes written), the best of reps (a
+    roofline wants the attainable peak; on a shared CPU the median mostly measures other processes)."""
+    dev = torch.device(device)
+    mb = mbytes or (2048 if dev.type == "cuda" else 256)
+    n = mb * 2**20 // 4
+    a = torch.ones(n, dtype=torch.float32, device=dev)
+    b = torch.empty_like(a)
+    ts = []
+    for i in range(reps + 2):
+        _sync(dev)
+        t0 = time.perf_counter()
+        b.copy_(a)
+        _sync(dev)
+        if i >= 2:
+            ts.append(time.perf_counter() - t0)
+    del a, b
+    return 2 * n * 4 / min(ts) / 1e9
+
+
+def _q(xs, q):
+    xs = sorted(xs)
+    if len(xs) == 1:
+        return xs[0]
+    pos = (len(xs) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def _stats(xs):
+    return statistics.median(xs), _q(xs, 0.75) - _q(xs, 0.25)
+
+
+class Timer:
+    """Times generate calls of one decoder: prefill + gen_tokens decode steps, synchronised."""
+
+    def __init__(self, dec: SparseOPT, batch: int, prompt_len: int, gen_tokens: int, use_graph: bool, seed: int = 0):
+        self.dec, self.batch, self.prompt_len, self.gen, self.use_graph = dec, batch, prompt_len, gen_tokens, use_graph
+        self.g = torch.Generator().manual_seed(seed)
+        self.res = []
+        dec.setup(batch, prompt_len + gen_tokens + 1)
+        if use_graph and dec.graph is None:  # run the eager path once (compiles triton kernels), then capture
+            nxt = dec.prefill(self._ids())[:, -1].argmax(-1)
+            dec.decode_n(nxt, 2, False)
+            dec.capture_graph()
+
+    def _ids(self):
+        return torch.randint(2, self.dec.w.V, (self.batch, self.prompt_len), generator=self.g).to(self.dec.device)
+
+    def one(self, keep: bool = True):
+        dec, dev = self.dec, self.dec.device
+        ids = self._ids()
+        _sync(dev)
+        t0 = time.perf_counter()
+        nxt = dec.prefill(ids)[:, -1].argmax(-1)
+        _sync(dev)
+        t1 = time.perf_counter()
+        dec.decode_n(nxt, self.gen, self.use_graph)
+        _sync(dev)
+        t2 = time.perf_counter()
+        r = ((t1 - t0) * 1e3, (t2 - t1) * 1e3 / max(self.gen, 1), (t2 - t0) * 1e3)
+        if keep:
+            self.res.append(r)
+        return r
+
+    def stats(self) -> dict:
+        pre, tok, call = zip(*self.res)
+        (pm, pi), (tm, ti), (cm, ci) = _stats(pre), _stats(tok), _stats(call)
+        return dict(prefill_ms=pm, prefill_ms_iqr=pi, ms_per_token=tm, ms_per_token_iqr=ti,
+                    ms_per_token_min=min(tok), call_ms=cm, call_ms_iqr=ci)
+
+
+def time_calls(dec: SparseOPT, batch: int, prompt_len: int, gen_tokens: int, repeats: int, warmup: int,
+               use_graph: bool, seed: int = 0) -> dict:
+    t = Timer(dec, batch, prompt_len, gen_tokens, use_graph, seed)
+    for _ in range(warmup):
+        t.one(keep=False)
+    for _ in range(repeats):
+        t.one()
+    return t.stats()
+
+
+def build_weights(model: str, dtype: torch.dtype, device: str, seed: int = 0):
+    """A named OPT size (random weights) or a local model folder (its real weights) -> (OPTWeights, info)."""
+    if Path(model).expanduser().is_dir():
+        from transformers import AutoModelForCausalLM
+
+        hf = AutoModelForCausalLM.from_pretrained(str(Path(model).expanduser()), dtype=dtype,
+                                                  local_files_only=True)  # weights only, no tokenizer
+        w = OPTWeights.from_hf(hf, device=device)
+        del hf
+        info = dict(model=str(model), params_b=None)
+    else:
+        shape = parse_size(model)
+        w = OPTWeights.random(shape, dtype, device, seed)
+        info = dict(model=model, params_b=round(shape.params_b, 6))
+    info.update(layers=w.L, hidden=w.d, heads=w.H, ffn=w.F)
+    return w, info
+
+
+def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="cpu", batch=1, prompt_len=128,
+             repeats=5, warmup=1, cuda_graph: bool | None = None, kv_policy="full", gather="auto",
+             lookahead: bool | None = None, predictor_hidden=1024, seed=0, log=print, bandwidth=None,
+             time_budget_s: float | None = None, on_row=None):
+    from ..loading import resolve_dtype
+
+    for m in modes:
+        if m not in MODES:
+            raise ValueError(f"mode {m!r} is not one of {MODES}")
+    tdt = resolve_dtype(dtype)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but CUDA is not available")
+    use_graph = (dev.type == "cuda") if cuda_graph is None else bool(cuda_graph)
+    if use_graph and dev.type != "cuda":
+        raise ValueError("CUDA graphs need --device cuda")
+    la = (dev.type == "cuda") if lookahead is None else bool(lookahead)
+    bw = bandwidth or measure_bandwidth(dev)
+    log(f"[bench] device {dev}, measured copy bandwidth {bw:.1f} GB/s, threads {torch.get_num_threads()}")
+    interleave = dev.type == "cpu"
+    t_start = time.time()
+    rows = []
+    for model in models:
+        w, info = build_weights(model, tdt, device, seed)
+        dense_logged = False
+        for gen in gen_tokens:
+            groups = [[("dense", 0.0)] + [(m, s) for m in modes if m != "dense"] for s in sparsities]
+            if not interleave:  # one dense run per generation length on GPU (exclusive device, less noise)
+                groups = [[("dense", 0.0)] + [(m, s) for s in sparsities for m in modes if m != "dense"]]
+            for group in groups:
+                if time_budget_s and time.time() - t_start > time_budget_s:
+                    log(f"[bench] time budget {time_budget_s}s spent; stopping")
+                    return rows, bw
+
+                def make(mode, sp):
+                    kw = {"static_mask": make_static_mask(w, sp, seed, batch=1)} if mode == "static" else {}
+                    dec = SparseOPT(w, mode, sp, predictor_hidden=predictor_hidden, kv_policy=kv_policy,
+                                    gather=gather, lookahead=la and mode == "dejavu", seed=seed, **kw)
+                    return dec, Timer(dec, batch, prompt_len, gen, use_graph, seed)
+
+                results = {}
+                if interleave:  # CPU: round-robin over the group's decoders so load changes hit all alike
+                    timers = [(key, *make(*key)) for key in group]
+                    for _ in range(warmup):
+                        for _, _, t in timers:
+                            t.one(keep=False)
+                    for _ in range(repeats):
+                        for _, _, t in timers:
+                            t.one()
+                    for key, dec, t in timers:
+                        results[key] = (t.stats(), dec.weight_bytes_per_token(), dec)
+                else:
+                    for key in group:
+                        dec, t = make(*key)
+                        for _ in range(warmup):
+                            t.one(keep=False)
+                        for _ in range(repeats):
+                            t.one()
+                        results[key] = (t.stats(), dec.weight_bytes_per_token(), dec.ops.backend if dec.ops else "")
+                        del dec, t
+                        if dev.type == "cuda":
+                            torch.cuda.empty_cache()
+                dense_ms = results[("dense", 0.0)][0]["ms_per_token"]
+                for (mode, sp), (r, nbytes, extra) in results.items():
+                    backend = extra if isinstance(extra, str) else (extra.ops.backend if extra.ops else "")
+                    roof = roofline_ms(nbytes, bw)
+                    row = dict(info, dtype=str(tdt).replace("torch.", ""), device=str(dev),
+                               threads=torch.get_num_threads() if dev.type == "cpu" else "", batch=batch,
+                               prompt_len=prompt_len, gen_tokens=gen, sparsity=sp, mode=mode,
+                               kv_policy=kv_policy if mode in TOKEN_MODES else "", gather=backend,
+                               lookahead=bool(la and mode == "dejavu"), cuda_graph=use_graph, repeats=repeats, **r,
+                               weight_bytes_per_token=nbytes, bandwidth_gbs=round(bw, 2),
+                               roofline_ms_per_token=roof, ratio_to_roofline=r["ms_per_token"] / roof,
+                               ratio_to_dense=r["ms_per_token"] / dense_ms, speedup_vs_dense=dense_ms / r["ms_per_token"])
+                    if mode == "dense":  # report dense once per (model, gen), if asked for
+                        if "dense" not in modes or dense_logged:
+                            continue
+                        dense_logged = True
+                    rows.append(row)
+                    if on_row is not None:
+                        on_row(rows)
+                    log(f"[bench] {info['model']} gen={gen} {mode:16s} s={sp:.2f}: {r['ms_per_token']:8.2f} ms/token "
+                        f"(IQR {r['ms_per_token_iqr']:.2f}), prefill {r['prefill_ms']:.1f} ms, "
+                        f"x{row['speedup_vs_dense']:.2f} vs dense, {row['ratio_to_roofline']:.2f} x roofline")
+                results.clear()
+            dense_logged = False
+        del w
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows, bw
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def write_csv(path, rows, fields=FIELDS) -> None:
+    with atomic_path(path, suffix=".csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            wr = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            wr.writeheader()
+            for r in rows:
+                wr.writerow({k: _fmt(r.get(k, "")) for k in fields})
+
+
+def bench_and_write(out, config: dict, seed: int = 0, **kw):
+    """Run the grid; the CSV is rewritten (atomically) after every row, so a killed run keeps its rows."""
+    rows, bw = run_grid(seed=seed, on_row=lambda rs: write_csv(out, rs), **kw)
+    write_csv(out, rows)
+    write_meta(out, config=config, seed=seed, device=str(kw.get("device", "cpu")), bandwidth_gbs=bw,
+               threads=torch.get_num_threads())
+    return rows
+
+
+# ---- predictor FLOPs -------------------------------------------------------------------------------
+
+FLOPS_FIELDS = ["model", "layers", "hidden", "heads", "ffn", "p", "dejavu_macs", "shadowllm_macs",
+                "dejavu_over_shadowllm", "model_macs_per_token", "dejavu_pct_of_model", "shadowllm_pct_of_model"]
+
+
+def predictor_flops_rows(p: int = 1024, names=None):
+    """DejaVu N(E*p + p(H+F)) vs ShadowLLM E*p + p*N(H+F) multiply-accumulates per token (the paper's formulas)."""
+    from .shapes import OPT_SHAPES
+
+    rows = []
+    for name, s in OPT_SHAPES.items():
+        if names and name not in names:
+            continue
+        N, E, H, Fn = s.layers, s.hidden, s.heads, s.ffn
+        dv = N * (E * p + p * (H + Fn))
+        sh = E * p + p * N * (H + Fn)
+        model = N * (4 * E * E + 2 * E * Fn)
+        rows.append(dict(model=name, layers=N, hidden=E, heads=H, ffn=Fn, p=p, dejavu_macs=dv, shadowllm_macs=sh,
+                         dejavu_over_shadowllm=round(dv / sh, 4), model_macs_per_token=model,
+                         dejavu_pct_of_model=round(100 * dv / model, 3),
+                         shadowllm_pct_of_model=round(100 * sh / model, 3)))
+    return rows

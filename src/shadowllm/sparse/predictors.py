@@ -1,0 +1,78 @@
+"""Importance predictors as run inside the sparse decoder (plain tensors, no nn.Module overhead).
+
+ShadowLLM: ONE predictor on layer 0's attention output A0 (the input of layer 0's out_proj, [B, d]),
+    min-max normalised per example, Linear(d, p) - ReLU - Linear(p, L*(H+F)) -> scores for every layer.
+DejaVu-style: one predictor per prunable layer l >= 1 on that layer's input (the residual stream entering
+    layer l), Linear(d, p) - ReLU - Linear(p, H+F). (Layer 0 is never pruned, so it has no predictor.)
+
+Weights are random by default (latency only); `ShadowPredictor.from_linear_pair` adopts trained
+nn.Linear weights of the same layout.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _init(out_f, in_f, dtype, device, gen):
+    w = torch.randn(out_f, in_f, generator=gen, dtype=torch.float32) / in_f ** 0.5
+    b = torch.randn(out_f, generator=gen, dtype=torch.float32) * 0.01
+    return w.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype)
+
+
+def minmax(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    lo = x.amin(-1, keepdim=True)
+    hi = x.amax(-1, keepdim=True)
+    return (x - lo) / (hi - lo + eps)
+
+
+class ShadowPredictor:
+    def __init__(self, d: int, n_layers: int, n_heads: int, n_neurons: int, hidden: int = 1024,
+                 dtype=torch.float32, device="cpu", seed: int = 0, normalize: bool = True):
+        g = torch.Generator().manual_seed(seed)
+        self.L, self.H, self.F, self.p, self.d = n_layers, n_heads, n_neurons, hidden, d
+        self.w1, self.b1 = _init(hidden, d, dtype, device, g)
+        self.w2, self.b2 = _init(n_layers * (n_heads + n_neurons), hidden, dtype, device, g)
+        self.normalize = normalize
+
+    @classmethod
+    def from_linear_pair(cls, fc1: torch.nn.Linear, fc2: torch.nn.Linear, n_layers, n_heads, n_neurons,
+                         normalize: bool = True) -> "ShadowPredictor":
+        self = cls.__new__(cls)
+        self.L, self.H, self.F = n_layers, n_heads, n_neurons
+        self.p, self.d = fc1.out_features, fc1.in_features
+        if fc2.out_features != n_layers * (n_heads + n_neurons):
+            raise ValueError(f"predictor output {fc2.out_features} != L*(H+F) = {n_layers * (n_heads + n_neurons)}")
+        self.w1, self.b1 = fc1.weight.detach(), fc1.bias.detach()
+        self.w2, self.b2 = fc2.weight.detach(), fc2.bias.detach()
+        self.normalize = normalize
+        return self
+
+    def __call__(self, a0: torch.Tensor) -> torch.Tensor:
+        """a0 [B, d] -> scores [B, L, H+F] (heads first, then neurons)."""
+        x = minmax(a0) if self.normalize else a0
+        h = F.relu(F.linear(x.to(self.w1.dtype), self.w1, self.b1))
+        return F.linear(h, self.w2, self.b2).view(a0.shape[0], self.L, self.H + self.F)
+
+    def n_params(self) -> int:
+        return self.w1.numel() + self.b1.numel() + self.w2.numel() + self.b2.numel()
+
+
+class DejaVuPredictor:
+    def __init__(self, d: int, n_layers: int, n_heads: int, n_neurons: int, hidden: int = 1024,
+                 dtype=torch.float32, device="cpu", seed: int = 0):
+        g = torch.Generator().manual_seed(seed + 1)
+        self.L, self.H, self.F, self.p, self.d = n_layers, n_heads, n_neurons, hidden, d
+        self.w1, self.b1, self.w2, self.b2 = [None], [None], [None], [None]  # layer 0: none
+        for _ in range(1, n_layers):
+            w1, b1 = _init(hidden, d, dtype, device, g)
+            w2, b2 = _init(n_heads + n_neurons, hidden, dtype, device, g)
+            self.w1.append(w1), self.b1.append(b1), self.w2.append(w2), self.b2.append(b2)
+
+    def __call__(self, l: int, x: torch.Tensor) -> torch.Tensor:
+        """x [B, d] (layer l's input) -> scores [B, H+F] for layer l >= 1."""
+        h = F.relu(F.linear(x, self.w1[l], self.b1[l]))
+        return F.linear(h, self.w2[l], self.b2[l])
+
+    def n_params(self) -> int:
+        return sum(t.numel() for ts in (self.w1, self.b1, self.w2, self.b2) for t in ts if t is not None)

@@ -1,0 +1,75 @@
+"""Real OPT model shapes (from the released configs), for random-weight latency benchmarks.
+
+A size spec is a name, optionally truncated to its first k decoder layers: "opt-1.3b", "opt-1.3b_L4"
+(or "opt-1.3b:L4"). Truncation keeps every per-layer shape and the embeddings / LM head, so per-layer
+timings are those of the full model; the roofline is computed for the truncated model.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class OPTShape:
+    name: str
+    hidden: int
+    layers: int
+    heads: int
+    ffn: int
+    vocab: int = 50272
+    max_pos: int = 2048
+    word_embed_proj_dim: int | None = None  # None = hidden
+    pre_ln: bool = True
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def params_b(self) -> float:
+        """Billions of parameters (decoder layers + embeddings)."""
+        d, f = self.hidden, self.ffn
+        per_layer = 4 * d * d + 4 * d + 2 * d * f + f + d + 4 * d
+        emb = self.vocab * (self.word_embed_proj_dim or d) + (self.max_pos + 2) * d
+        return (self.layers * per_layer + emb) / 1e9
+
+
+OPT_SHAPES: dict[str, OPTShape] = {s.name: s for s in [
+    OPTShape("opt-125m", 768, 12, 12, 3072),
+    OPTShape("opt-350m", 1024, 24, 16, 4096, word_embed_proj_dim=512, pre_ln=False),
+    OPTShape("opt-1.3b", 2048, 24, 32, 8192),
+    OPTShape("opt-2.7b", 2560, 32, 32, 10240),
+    OPTShape("opt-6.7b", 4096, 32, 32, 16384),
+    OPTShape("opt-13b", 5120, 40, 40, 20480),
+    OPTShape("opt-30b", 7168, 48, 56, 28672),
+    OPTShape("opt-66b", 9216, 64, 72, 36864),
+]}
+
+_SPEC = re.compile(r"^(?P<name>.+?)(?:[:_]L(?P<layers>\d+))?$")
+
+
+def parse_size(spec: str) -> OPTShape:
+    """'opt-1.3b' or 'opt-1.3b_L4' -> OPTShape (layers truncated). Rejects unknown and post-LN sizes."""
+    m = _SPEC.match(spec.strip())
+    name = m.group("name").lower() if m else spec
+    if not name.startswith("opt-"):
+        name = "opt-" + name
+    if name not in OPT_SHAPES:
+        raise ValueError(f"unknown OPT size {spec!r}; expected one of {sorted(OPT_SHAPES)} "
+                         f"(optionally with _L<k> to keep the first k layers)")
+    shape = OPT_SHAPES[name]
+    if not shape.pre_ln:
+        raise ValueError(f"{name} is post-LN (do_layer_norm_before=False) with a 512-wide projected "
+                         f"embedding; the sparse decoder supports pre-LN OPT only")
+    if m and m.group("layers"):
+        k = int(m.group("layers"))
+        if not 1 <= k <= shape.layers:
+            raise ValueError(f"{spec!r}: layer count must be in 1..{shape.layers}")
+        shape = replace(shape, layers=k)
+    return shape
+
+
+def size_tag(spec: str) -> str:
+    """File-name friendly form of a size spec ('opt-1.3b:L4' -> 'opt-1.3b_L4')."""
+    return spec.replace(":", "_")

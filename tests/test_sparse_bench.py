@@ -1,0 +1,77 @@
+"""bench-latency / predictor-flops / latency-figures commands on tiny inputs (CPU, seconds)."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from shadowllm.sparse import bench
+from shadowllm.sparse.cli import main
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_predictor_flops_formulas(tmp_path):
+    out = tmp_path / "pf.csv"
+    assert main(["predictor-flops", "--out", str(out)]) == 0
+    rows = {r["model"]: r for r in _rows(out)}
+    r = rows["opt-13b"]
+    N, E, H, F, p = 40, 5120, 40, 20480, 1024
+    assert int(r["dejavu_macs"]) == N * (E * p + p * (H + F))
+    assert int(r["shadowllm_macs"]) == E * p + p * N * (H + F)
+    assert json.loads((tmp_path / "pf.csv.meta.json").read_text())["config"]["p"] == 1024
+
+
+def test_bench_latency_cli_and_figures(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "measure_bandwidth", lambda dev, **kw: 10.0)
+    from shadowllm.sparse import shapes
+
+    monkeypatch.setitem(shapes.OPT_SHAPES, "opt-toy", shapes.OPTShape("opt-toy", 64, 3, 4, 256, vocab=100,
+                                                                     max_pos=64))
+    out = tmp_path / "lat.csv"
+    rc = main(["bench-latency", "--model", "opt-toy", "opt-toy_L2", "--sparsity", "0", "0.5", "--gen-tokens", "2", "3",
+               "--prompt-len", "5", "--repeats", "2", "--warmup", "0", "--predictor-hidden", "16",
+               "--gather", "torch", "--out", str(out)])
+    assert rc == 0
+    rows = _rows(out)
+    # per model and gen length: dense once + 4 modes x 2 sparsities
+    assert len(rows) == 2 * 2 * (1 + 4 * 2)
+    assert {r["mode"] for r in rows} == {"dense", "static", "shadowllm-prompt", "shadowllm-token", "dejavu"}
+    for r in rows:
+        assert float(r["ms_per_token"]) > 0 and float(r["roofline_ms_per_token"]) > 0
+        assert float(r["bandwidth_gbs"]) == 10.0
+    dense = [r for r in rows if r["mode"] == "dense"]
+    assert all(float(r["ratio_to_dense"]) == 1.0 for r in dense)
+    meta = json.loads((tmp_path / "lat.csv.meta.json").read_text())
+    assert meta["config"]["modes"] and meta["device"] == "cpu"
+    figs = tmp_path / "figs"
+    assert main(["latency-figures", "--csv", str(out), "--outdir", str(figs), "--format", "png"]) == 0
+    assert {p.name for p in figs.iterdir()} >= {"latency_vs_size.png", "latency_vs_sparsity.png",
+                                                 "latency_vs_genlen.png"}
+
+
+def test_bench_local_model_folder(tmp_path, monkeypatch):
+    from transformers import OPTConfig, OPTForCausalLM
+
+    monkeypatch.setattr(bench, "measure_bandwidth", lambda dev, **kw: 10.0)
+    cfg = OPTConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=2,
+                    max_position_embeddings=32)
+    folder = tmp_path / "m"
+    OPTForCausalLM(cfg).save_pretrained(folder)
+    # the folder has no tokenizer: the benchmark only needs the weights
+    w, info = bench.build_weights(str(folder), torch.float32, "cpu")
+    assert (w.L, w.d, w.H, w.F) == (2, 32, 2, 64)
+    rows, _ = bench.run_grid([str(folder)], ["dense", "shadowllm-prompt"], [0.5], [2], prompt_len=4, repeats=1,
+                             warmup=0, predictor_hidden=8, log=lambda *a: None)
+    assert [r["mode"] for r in rows] == ["dense", "shadowllm-prompt"]
+
+
+def test_bench_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="post-LN"):
+        bench.run_grid(["opt-350m"], ["dense"], [0.5], [2], bandwidth=1.0, log=lambda *a: None)
+    assert main(["bench-latency", "--model", "opt-125m", "--sparsity", "1.0", "--out", str(tmp_path / "x.csv")]) == 2
