@@ -31,8 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run one subcommand; bad input (ValueError, FileNotFoundError) exits 2 with a one-line message."""
+    args = (parser or build_parser()).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as e:

@@ -116,17 +116,12 @@ def _with_dtype(fn):
 
 
 def main(argv=None) -> int:
-    import sys
+    """`python -m shadowllm.sparse.cli`: the latency subcommands alone (no lm-eval needed, e.g. on a GPU box)."""
+    from ..cli import main as run
 
     p = argparse.ArgumentParser(prog="python -m shadowllm.sparse.cli")
-    sub = p.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = p.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"{args.command}: error: {e}", file=sys.stderr)
-        return 2
+    register(p.add_subparsers(dest="command", required=True))
+    return run(argv, parser=p)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,12 @@ def _load(paths):
                                       "dtype", "kv_policy"], keep="last")
 
 
-def _save(fig, path):
-    from ..io import atomic_path
+def _save(fig, path, sources=None):
+    from ..io import atomic_path, write_meta
 
     with atomic_path(path, suffix=Path(path).suffix) as tmp:
         fig.savefig(tmp, bbox_inches="tight", format=Path(path).suffix.lstrip("."))
+    write_meta(path, config={"figure": Path(path).name, "sources": sources})
 
 
 def _near(a, b):
