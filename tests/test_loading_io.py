@@ -53,3 +53,13 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert target.read_text().strip().startswith("{") and oct(target.stat().st_mode & 0o777) != "0o600"
     io.write_meta(target, config={"x": 1}, seed=3)
     assert (tmp_path / "out.json.meta.json").is_file()
+
+
+def test_cli_reports_unavailable_model_in_one_line(monkeypatch, capsys, tmp_path):
+    from shadowllm.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rc = main(["make-mask", "--model", "facebook/opt-13b", "--sparsity", "0.5", "--out", str(tmp_path / "m.st")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "facebook/opt-13b" in err and "Traceback" not in err
+    assert not (tmp_path / "m.st").exists()

@@ -32,11 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None, parser: argparse.ArgumentParser | None = None) -> int:
-    """Run one subcommand; bad input (ValueError, FileNotFoundError) exits 2 with a one-line message."""
+    """Run one subcommand; bad input (ValueError, FileNotFoundError, ModelNotAvailable) exits 2 with one line."""
+    from .loading import ModelNotAvailable
+
     args = (parser or build_parser()).parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ModelNotAvailable) as e:
         print(f"shadowllm {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -88,15 +88,19 @@ def cmd_make_mask(args):
         raise ValueError(f"mask kind {args.kind!r} is not one of ['random']")
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from .loading import resolve_source
+
+    src, local = resolve_source(args.model)  # clear error, no waiting on an unreachable hub
     with torch.device("meta"):  # shapes only
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(args.model))
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src, local_files_only=local))
     ad = get_adapter(model)
     hs, ns = random_scores(ad, args.seed)
     mask = mask_from_scores(hs, ns, args.sparsity, args.style)
     mask.save(args.out, metadata={"kind": args.kind, "sparsity": args.sparsity, "style": args.style,
                                   "seed": args.seed})
     io.write_meta(args.out, config=vars_clean(args), seed=args.seed, achieved=mask.sparsity())
-    print(f"mask {args.out}: sparsity {mask.sparsity()}")
+    print(f"mask {args.out}: nominal sparsity {args.sparsity}; fraction pruned over all layers "
+          f"(layer 0 kept) {mask.sparsity()}")
 
 
 def vars_clean(args) -> dict:
