@@ -1,6 +1,5 @@
 """Bad configurations stop before any job runs, with a message naming the bad value."""
 import copy
-import os
 import subprocess
 import sys
 from pathlib import Path

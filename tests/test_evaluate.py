@@ -24,7 +24,7 @@ def test_rolling_nll_short_doc_is_exp_mean_nll(opt_model):
 
 
 def test_rolling_nll_long_doc_uses_non_overlapping_windows(opt_model):
-    L = 64  # max_position_embeddings of the fixture
+    # max_position_embeddings of the fixture is 64
     ids = torch.randint(3, 120, (150,), generator=torch.Generator().manual_seed(4)).tolist()
     s, n = evaluate.rolling_nll(opt_model, ids, prefix_id=2)
     seq = [2] + ids

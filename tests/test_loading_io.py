@@ -1,5 +1,4 @@
 """Model loading without a hub, and atomic writes."""
-import os
 import time
 
 import pytest

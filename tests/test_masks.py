@@ -4,7 +4,6 @@ import copy
 import pytest
 import torch
 
-from conftest import tiny_opt
 from shadowllm.adapter import get_adapter
 from shadowllm.masks import Mask, MaskHooks, StaticMask, mask_from_scores, topk_mask
 

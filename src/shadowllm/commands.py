@@ -1,11 +1,9 @@
 """Core subcommands: prepare-tasks, train, make-mask, evaluate, table, plot-dense, check-config."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -142,7 +140,7 @@ def cmd_evaluate(args):
 
 # ---- table and figure ---------------------------------------------------------------------------
 
-def load_results(paths) -> "pd.DataFrame":
+def load_results(paths):
     import pandas as pd
 
     rows = []

@@ -46,7 +46,6 @@ def _examples(args, model=None, tok=None):
 
 
 def _load(args):
-    import torch
     if args.model and os.path.isdir(args.model):
         from ..loading import load_model
         m, tok = load_model(args.model, dtype="float32", device=args.device)

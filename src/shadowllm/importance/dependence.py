@@ -13,7 +13,6 @@ uniform, under rank variance it equals the random reference in expectation (we r
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 
