@@ -62,3 +62,25 @@ def test_cli_reports_unavailable_model_in_one_line(monkeypatch, capsys, tmp_path
     err = capsys.readouterr().err
     assert rc == 2 and "facebook/opt-13b" in err and "Traceback" not in err
     assert not (tmp_path / "m.st").exists()
+
+
+def test_killed_training_leaves_no_output(tmp_path):
+    """SIGKILL in the middle of `shadowllm train`: neither the model folder nor the metrics file exists."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    out, metrics = tmp_path / "model", tmp_path / "train.json"
+    params = json.dumps({"vocab_size": 300, "d_model": 32, "n_layers": 2, "n_heads": 4, "ffn_dim": 64,
+                         "seq_len": 64, "batch_size": 8, "steps": 100000, "warmup": 5})
+    p = subprocess.Popen([sys.executable, "-m", "shadowllm.cli", "train", "--out", str(out), "--metrics",
+                          str(metrics), "--params", params, "--threads", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in p.stdout:  # wait until training is under way
+        if line.startswith("step"):
+            break
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    assert not out.exists() and not metrics.exists()
+    assert all(x.name.startswith(".tmp-") for x in tmp_path.iterdir())
