@@ -72,6 +72,7 @@ rule latency_all:
     input:
         _lat_csvs(),
         expand("figures/latency_vs_{kind}.png", kind=["size", "sparsity", "genlen"]),
+        f"reports/latency_{LAT_DEVICE}.csv",
         "reports/predictor_flops.csv",
 
 
@@ -151,7 +152,8 @@ rule latency_figures:
     input:
         _lat_csvs(),
     output:
-        expand("figures/latency_vs_{kind}.png", kind=["size", "sparsity", "genlen"]),
+        figures=expand("figures/latency_vs_{kind}.png", kind=["size", "sparsity", "genlen"]),
+        table=f"reports/latency_{LAT_DEVICE}.csv",
     conda:
         CONDA_ENV
     log:
@@ -165,7 +167,7 @@ rule latency_figures:
         runtime=runtime_for(5),
     shell:
         "shadowllm latency-figures --csv {input} --outdir figures --sparsity {params.sparsity} --format png "
-        "> {log} 2>&1"
+        "--table {output.table} > {log} 2>&1"
 
 
 rule predictor_flops:

@@ -60,6 +60,10 @@ def cmd_latency_figures(args) -> int:
     from .figures import latency_figures
 
     outs = latency_figures(args.csv, args.outdir, sparsity=args.sparsity, fmt=args.format)
+    if args.table:
+        from .figures import latency_table
+
+        outs.append(latency_table(args.csv, args.table))
     for o in outs:
         print(f"[figures] wrote {o}")
     return 0
@@ -104,6 +108,7 @@ def register(sub) -> None:
     p.add_argument("--outdir", required=True)
     p.add_argument("--sparsity", type=float, default=0.5, help="sparsity shown in the size / length plots")
     p.add_argument("--format", default="pdf")
+    p.add_argument("--table", default=None, help="also write the combined latency table (CSV) here")
     p.set_defaults(func=cmd_latency_figures)
 
 

@@ -36,6 +36,24 @@ def _near(a, b):
     return abs(float(a) - float(b)) < 1e-9
 
 
+TABLE_COLUMNS = ["model", "device", "dtype", "batch", "prompt_len", "gen_tokens", "sparsity", "mode", "kv_policy",
+                 "ms_per_token", "ms_per_token_iqr", "ms_per_token_min", "speedup_vs_dense", "ratio_to_roofline",
+                 "bandwidth_gbs"]
+
+
+def latency_table(csv_paths, path) -> Path:
+    """One reviewable CSV of every latency row (deduplicated), with the columns a reader compares."""
+    from ..io import atomic_path, write_meta
+
+    df = _load(csv_paths)
+    cols = [c for c in TABLE_COLUMNS if c in df.columns]
+    df = df[cols].sort_values(["model", "gen_tokens", "sparsity", "mode"])
+    with atomic_path(path, suffix=".csv") as tmp:
+        df.to_csv(tmp, index=False, float_format="%.4g")
+    write_meta(path, config={"sources": [str(p) for p in csv_paths]})
+    return Path(path)
+
+
 def latency_figures(csv_paths, outdir, sparsity: float = 0.5, fmt: str = "pdf") -> list[Path]:
     import matplotlib
 
