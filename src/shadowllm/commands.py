@@ -11,21 +11,13 @@ from pathlib import Path
 from . import io
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def _load(args):
-    from .loading import load_model
-
     import torch
+
+    from .loading import load_model, resolve_device
 
     torch.set_num_threads(args.threads)
-    return load_model(args.model, dtype=args.dtype, device=_device(args.device), gguf_file=args.gguf_file)
+    return load_model(args.model, dtype=args.dtype, device=resolve_device(args.device), gguf_file=args.gguf_file)
 
 
 def _model_args(p):
@@ -59,13 +51,13 @@ def cmd_train(args):
         raise ValueError(f"unknown train parameter(s) {bad}; expected some of {sorted(fields)}")
     cfg = TrainConfig(**{**params, "seed": args.seed, "threads": args.threads})
     out = Path(args.out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent if out.parent.exists() else None))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))  # same file system as out
     try:
         metrics = train(cfg, data.corpus_docs("train"), data.corpus_docs("test"), tmp,
                         log=lambda m: print(m, flush=True))
         if out.exists():
             shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         tmp.rename(out)
     finally:
         if tmp.exists():

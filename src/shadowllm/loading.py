@@ -32,6 +32,13 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; anything else unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def _looks_like_path(name: str) -> bool:
     """Hub ids are 'name' or 'org/name'; anything else (./x, /x, a/b/c, x/) is a folder path."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/")

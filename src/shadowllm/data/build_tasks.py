@@ -189,10 +189,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=sorted(TASKS))
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bigbench-") as tmp:
-        path = args.source or fetch_sdist(SDIST, Path(tmp), "--source")
-        if not path.exists():
-            sys.exit(f"--source {path} does not exist; get it with\n"
-                     f"  pip download --no-deps --no-binary :all: {SDIST} -d /tmp")
+        path = fetch_sdist(args.source, SDIST, Path(tmp), "--source")
         src = Source(path)
         stats = []
         for name in args.tasks:

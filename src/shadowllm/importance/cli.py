@@ -7,21 +7,18 @@ import sys
 import time
 
 
-def _resolve_device(dev: str) -> str:
-    if dev == "auto":
-        import torch
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return dev
-
-
 def cmd_importance(args) -> int:
-    from ..loading import load_model
+    from ..loading import load_model, resolve_device
     from .collect import collect, task_examples
     from .criteria import get_criteria
     from .traces import write_traces
 
     crits = [c.name for c in get_criteria(args.criteria)]          # fail fast on a bad name
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     model, tok = load_model(args.model, dtype=args.dtype, device=device)
     max_len = min(args.max_length, getattr(model.config, "max_position_embeddings", args.max_length))
     exs = task_examples(args.task, args.k, tok, seed=args.seed, max_examples=args.max_examples, max_length=max_len)
@@ -74,6 +71,7 @@ def register(sub) -> None:
                    help="'all', 'none' or comma-separated criteria whose per-example neuron scores are kept")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (cuda if available)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--max-length", type=int, default=2048)
     p.set_defaults(func=cmd_importance)

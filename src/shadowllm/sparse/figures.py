@@ -30,6 +30,10 @@ def _save(fig, path, sources=None):
     with atomic_path(path, suffix=Path(path).suffix) as tmp:
         fig.savefig(tmp, bbox_inches="tight", format=Path(path).suffix.lstrip("."))
     write_meta(path, config={"figure": Path(path).name, "sources": sources})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
 
 
 def _near(a, b):
@@ -92,9 +96,7 @@ def latency_figures(csv_paths, outdir, sparsity: float = 0.5, fmt: str = "pdf") 
     ax.set_title(f"latency vs model size, sparsity {sparsity:.0%} ({dev})", fontsize=9)
     ax.legend(fontsize=7)
     p = out / f"latency_vs_size.{fmt}"
-    _save(fig, p)
-    plt.close(fig)
-    written.append(p)
+    written.append(_save(fig, p))
 
     # 2. vs sparsity, one panel per model
     models = sorted(set(df["model"]), key=lambda m: df[df["model"] == m]["params_b"].fillna(0).max())
@@ -121,9 +123,7 @@ def latency_figures(csv_paths, outdir, sparsity: float = 0.5, fmt: str = "pdf") 
     axes[0][0].set_ylabel("decode ms / token (median, IQR)")
     axes[0][-1].legend(fontsize=7)
     p = out / f"latency_vs_sparsity.{fmt}"
-    _save(fig, p)
-    plt.close(fig)
-    written.append(p)
+    written.append(_save(fig, p))
 
     # 3. vs generation length (ms per generate call)
     d = at_sparsity(df, sparsity)
@@ -142,7 +142,5 @@ def latency_figures(csv_paths, outdir, sparsity: float = 0.5, fmt: str = "pdf") 
     axes[0][0].set_ylabel("ms per generate call (median, IQR)")
     axes[0][-1].legend(fontsize=7)
     p = out / f"latency_vs_genlen.{fmt}"
-    _save(fig, p)
-    plt.close(fig)
-    written.append(p)
+    written.append(_save(fig, p))
     return written
