@@ -57,6 +57,18 @@ def _jsonable(x):
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
+def git_dirty() -> bool | None:
+    """True when the package's checkout has uncommitted changes to tracked files (the commit alone does not
+    then describe the code that ran)."""
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                             capture_output=True, text=True, timeout=5)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except Exception:
+        return None
+
+
 def git_commit() -> str | None:
     try:
         here = Path(__file__).resolve().parent
@@ -84,6 +96,7 @@ def meta(config: dict | None = None, seed: int | None = None, device: str | None
     return {
         "config": config or {},
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
         "versions": package_versions(),
         "python": platform.python_version(),
         "host": platform.node(),

@@ -21,6 +21,7 @@ import torch
 
 from ..io import atomic_path, write_meta
 from .decoder import MODES, TOKEN_MODES, OPTWeights, SparseOPT, make_static_mask, roofline_ms
+from .predictors import DejaVuPredictor, ShadowPredictor
 from .shapes import parse_size
 
 FIELDS = ["model", "layers", "hidden", "heads", "ffn", "params_b", "dtype", "device", "threads", "batch",
@@ -160,6 +161,14 @@ def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="
     rows = []
     for model in models:
         w, info = build_weights(model, tdt, device, seed)
+        preds = {}  # one predictor of each kind per model, shared by every sparsity and generation length
+
+        def predictor(kind):
+            if kind not in preds:
+                cls = ShadowPredictor if kind == "shadow" else DejaVuPredictor
+                preds[kind] = cls(w.d, w.L, w.H, w.F, predictor_hidden, w.dtype, w.device, seed)
+            return preds[kind]
+
         dense_logged = False
         for gen in gen_tokens:
             groups = [[("dense", 0.0)] + [(m, s) for m in modes if m != "dense"] for s in sparsities]
@@ -170,8 +179,12 @@ def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="
                     log(f"[bench] time budget {time_budget_s}s spent; stopping")
                     return rows, bw
 
-                def make(mode, sp):
+                def make(mode, sp, la=la):
                     kw = {"static_mask": make_static_mask(w, sp, seed, batch=1)} if mode == "static" else {}
+                    if mode in ("shadowllm-prompt", "shadowllm-token"):
+                        kw["shadow"] = predictor("shadow")
+                    elif mode == "dejavu":
+                        kw["dejavu"] = predictor("dejavu")
                     dec = SparseOPT(w, mode, sp, predictor_hidden=predictor_hidden, kv_policy=kv_policy,
                                     gather=gather, lookahead=la and mode == "dejavu", seed=seed, **kw)
                     return dec, Timer(dec, batch, prompt_len, gen, use_graph, seed)
@@ -186,27 +199,43 @@ def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="
                         for _, _, t in timers:
                             t.one()
                     for key, dec, t in timers:
-                        results[key] = (t.stats(), dec.weight_bytes_per_token(), dec)
+                        results[key] = (t.stats(), dec.weight_bytes_per_token(), dec, dec.lookahead)
                 else:
                     for key in group:
-                        dec, t = make(*key)
-                        for _ in range(warmup):
-                            t.one(keep=False)
-                        for _ in range(repeats):
-                            t.one()
-                        results[key] = (t.stats(), dec.weight_bytes_per_token(), dec.ops.backend if dec.ops else "")
-                        del dec, t
-                        if dev.type == "cuda":
-                            torch.cuda.empty_cache()
+                        # a failure (e.g. a graph capture this torch refuses) costs one row, not the grid;
+                        # DejaVu retries without its side-stream lookahead, and the row says so
+                        for la_try in ([la, False] if (la and key[0] == "dejavu") else [la]):
+                            try:
+                                dec, t = make(*key, la=la_try)
+                                for _ in range(warmup):
+                                    t.one(keep=False)
+                                for _ in range(repeats):
+                                    t.one()
+                                results[key] = (t.stats(), dec.weight_bytes_per_token(),
+                                                dec.ops.backend if dec.ops else "", dec.lookahead)
+                                break
+                            except Exception as e:  # noqa: BLE001 - logged, row skipped
+                                log(f"[bench] FAILED {info['model']} gen={gen} {key[0]} s={key[1]:.2f} "
+                                    f"lookahead={la_try}: {e!r}")
+                                if key[0] == "dense":
+                                    raise
+                            finally:
+                                dec = t = None
+                                if dev.type == "cuda":
+                                    try:
+                                        torch.cuda.synchronize()
+                                        torch.cuda.empty_cache()
+                                    except Exception as e:  # noqa: BLE001
+                                        log(f"[bench] CUDA clean-up failed: {e!r}")
                 dense_ms = results[("dense", 0.0)][0]["ms_per_token"]
-                for (mode, sp), (r, nbytes, extra) in results.items():
+                for (mode, sp), (r, nbytes, extra, used_la) in results.items():
                     backend = extra if isinstance(extra, str) else (extra.ops.backend if extra.ops else "")
                     roof = roofline_ms(nbytes, bw)
                     row = dict(info, dtype=str(tdt).replace("torch.", ""), device=str(dev),
                                threads=torch.get_num_threads() if dev.type == "cpu" else "", batch=batch,
                                prompt_len=prompt_len, gen_tokens=gen, sparsity=sp, mode=mode,
                                kv_policy=kv_policy if mode in TOKEN_MODES else "", gather=backend,
-                               lookahead=bool(la and mode == "dejavu"), cuda_graph=use_graph, repeats=repeats, **r,
+                               lookahead=bool(used_la and mode == "dejavu"), cuda_graph=use_graph, repeats=repeats, **r,
                                weight_bytes_per_token=nbytes, bandwidth_gbs=round(bw, 2),
                                roofline_ms_per_token=roof, ratio_to_roofline=r["ms_per_token"] / roof,
                                ratio_to_dense=r["ms_per_token"] / dense_ms, speedup_vs_dense=dense_ms / r["ms_per_token"])
@@ -222,7 +251,7 @@ def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="
                         f"x{row['speedup_vs_dense']:.2f} vs dense, {row['ratio_to_roofline']:.2f} x roofline")
                 results.clear()
             dense_logged = False
-        del w
+        w = preds = None  # free the weights before the next model
         if dev.type == "cuda":
             torch.cuda.empty_cache()
     return rows, bw

@@ -39,6 +39,10 @@ def cmd_bench_latency(args) -> int:
               gather=args.gather, lookahead=args.lookahead, predictor_hidden=args.predictor_hidden,
               time_budget_s=args.time_budget)
     bench_and_write(args.out, config=dict(kw, command="bench-latency"), seed=args.seed, **kw)
+    from . import kernels_triton
+
+    for key, cfg in kernels_triton.TUNED.items():  # the launch configs the CUDA runs chose
+        print(f"[bench] triton {key[0]} B={key[1]} K={key[2]} N={key[3]} D={key[4]} {key[5]}: {cfg}")
     print(f"[bench] wrote {args.out}")
     return 0
 

@@ -14,10 +14,28 @@ import torch
 import torch.nn.functional as F
 
 
+def _gen(device, seed: int) -> torch.Generator:
+    return torch.Generator(device=torch.device(device)).manual_seed(seed)
+
+
 def _init(out_f, in_f, dtype, device, gen):
-    w = torch.randn(out_f, in_f, generator=gen, dtype=torch.float32) / in_f ** 0.5
-    b = torch.randn(out_f, generator=gen, dtype=torch.float32) * 0.01
-    return w.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype)
+    """Random weights drawn ON `device` (a 13B-shape ShadowLLM predictor has 0.8 G parameters: drawing them on
+    the CPU took seconds per decoder). fp32 draws, cast to dtype; the same seed gives other numbers on another
+    device type, so compare devices with `.to()` copies, not with two seeded inits."""
+    w = torch.randn(out_f, in_f, generator=gen, dtype=torch.float32, device=gen.device) / in_f ** 0.5
+    b = torch.randn(out_f, generator=gen, dtype=torch.float32, device=gen.device) * 0.01
+    return w.to(dtype=dtype), b.to(dtype=dtype)
+
+
+def _linear_relu(x, w, b):
+    """relu(x w^T + b) for x [B, d]; one cuBLASLt call (bias + ReLU epilogue) on CUDA."""
+    if x.is_cuda and hasattr(torch, "_addmm_activation"):
+        return torch._addmm_activation(b, x, w.t())
+    return F.relu(F.linear(x, w, b))
+
+
+def _mv(t, device, dtype):
+    return None if t is None else t.to(device=device or t.device, dtype=dtype or t.dtype)
 
 
 def minmax(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -29,7 +47,7 @@ def minmax(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 class ShadowPredictor:
     def __init__(self, d: int, n_layers: int, n_heads: int, n_neurons: int, hidden: int = 1024,
                  dtype=torch.float32, device="cpu", seed: int = 0, normalize: bool = True):
-        g = torch.Generator().manual_seed(seed)
+        g = _gen(device, seed)
         self.L, self.H, self.F, self.p, self.d = n_layers, n_heads, n_neurons, hidden, d
         self.w1, self.b1 = _init(hidden, d, dtype, device, g)
         self.w2, self.b2 = _init(n_layers * (n_heads + n_neurons), hidden, dtype, device, g)
@@ -51,17 +69,25 @@ class ShadowPredictor:
     def __call__(self, a0: torch.Tensor) -> torch.Tensor:
         """a0 [B, d] -> scores [B, L, H+F] (heads first, then neurons)."""
         x = minmax(a0) if self.normalize else a0
-        h = F.relu(F.linear(x.to(self.w1.dtype), self.w1, self.b1))
+        h = _linear_relu(x.to(self.w1.dtype), self.w1, self.b1)
         return F.linear(h, self.w2, self.b2).view(a0.shape[0], self.L, self.H + self.F)
 
     def n_params(self) -> int:
         return self.w1.numel() + self.b1.numel() + self.w2.numel() + self.b2.numel()
 
+    def to(self, device=None, dtype=None) -> "ShadowPredictor":
+        """A copy on another device / dtype."""
+        new = self.__class__.__new__(self.__class__)
+        new.__dict__.update(self.__dict__)
+        for k in ("w1", "b1", "w2", "b2"):
+            setattr(new, k, _mv(getattr(self, k), device, dtype))
+        return new
+
 
 class DejaVuPredictor:
     def __init__(self, d: int, n_layers: int, n_heads: int, n_neurons: int, hidden: int = 1024,
                  dtype=torch.float32, device="cpu", seed: int = 0):
-        g = torch.Generator().manual_seed(seed + 1)
+        g = _gen(device, seed + 1)
         self.L, self.H, self.F, self.p, self.d = n_layers, n_heads, n_neurons, hidden, d
         self.w1, self.b1, self.w2, self.b2 = [None], [None], [None], [None]  # layer 0: none
         for _ in range(1, n_layers):
@@ -71,8 +97,16 @@ class DejaVuPredictor:
 
     def __call__(self, l: int, x: torch.Tensor) -> torch.Tensor:
         """x [B, d] (layer l's input) -> scores [B, H+F] for layer l >= 1."""
-        h = F.relu(F.linear(x, self.w1[l], self.b1[l]))
+        h = _linear_relu(x, self.w1[l], self.b1[l])
         return F.linear(h, self.w2[l], self.b2[l])
 
     def n_params(self) -> int:
         return sum(t.numel() for ts in (self.w1, self.b1, self.w2, self.b2) for t in ts if t is not None)
+
+    def to(self, device=None, dtype=None) -> "DejaVuPredictor":
+        """A copy on another device / dtype."""
+        new = self.__class__.__new__(self.__class__)
+        new.__dict__.update(self.__dict__)
+        for k in ("w1", "b1", "w2", "b2"):
+            setattr(new, k, [_mv(t, device, dtype) for t in getattr(self, k)])
+        return new
