@@ -18,7 +18,7 @@ def tiny_opt(dtype=torch.float64, proj: int | None = None, seed: int = 0, bias: 
     cfg = OPTConfig(vocab_size=97, hidden_size=64, num_hidden_layers=3, ffn_dim=256, num_attention_heads=4,
                     max_position_embeddings=64, word_embed_proj_dim=proj or 64, enable_bias=bias,
                     dropout=0.0, attention_dropout=0.0, pad_token_id=1)
-    cfg._attn_implementation = "eager"
+    cfg._attn_implementation = "sdpa"  # stock SDPA attention: float64 end to end (eager softmaxes in float32)
     model = OPTForCausalLM(cfg).eval()
     with torch.no_grad():  # non-trivial biases and layer-norm parameters
         for name, p in model.named_parameters():
@@ -142,6 +142,32 @@ def test_shadowllm_prompt_equals_masked_stock(B):
         assert not torch.equal(hm[0], hm[1]) or not torch.equal(nm[0], nm[1])
     # the KV cache of a pruned layer holds only the kept heads (union capacity)
     assert dec.K[1].shape[1] == min(B * 2, 4) and dec.K[0].shape[1] == 4
+    check_against(stock_logits(model, seq, Mask(hm, nm)), ids, l0, dl, 1e-9)
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_unaligned_widths_are_padded_exactly(B):
+    """At 30 % sparsity a layer keeps 179 of 256 neurons: the sliced FFN buffers are padded to 184 rows with
+    zeros (aligned for cuBLAS), and static and per-prompt decoding still equal the masked stock model."""
+    from shadowllm.sparse.decoder import ALIGN
+
+    model = tiny_opt()
+    w = OPTWeights.from_hf(model)
+    ids = prompt(B=B)
+    mask = make_static_mask(w, 0.3, seed=7, batch=B)
+    dec = SparseOPT(w, "static", 0.3, static_mask=mask)
+    seq, l0, dl = run(dec, ids, 4)
+    s1 = dec.slices[1]
+    assert s1.nf_pad % ALIGN == 0 and s1.nf_pad > s1.nf and s1.w1.shape[0] == s1.nf_pad
+    assert (s1.w1[s1.nf:] == 0).all() and (s1.b1[s1.nf:] == 0).all()
+    check_against(stock_logits(model, seq, mask), ids, l0, dl, 1e-9)
+    dec = SparseOPT(w, "shadowllm-prompt", 0.3, predictor_hidden=32, seed=B)
+    dec.record = True
+    seq, l0, dl = run(dec, ids, 4)
+    _, hm, nm = dec.trace[0]
+    assert (nm[:, 1:].sum(-1) == 179).all()
+    if B == 1:
+        assert dec.slices[1].nf == 179 and dec.slices[1].nf_pad == 184
     check_against(stock_logits(model, seq, Mask(hm, nm)), ids, l0, dl, 1e-9)
 
 

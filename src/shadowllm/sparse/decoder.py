@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from . import kernels_triton
 from .gather import GatherOps
 from .predictors import DejaVuPredictor, ShadowPredictor
 
@@ -197,6 +198,13 @@ def _ln(x, w, b, eps):
     return F.layer_norm(x, (x.shape[-1],), w, b, eps)
 
 
+def _linear_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """relu(x w^T + b), x [M, d]: on CUDA one cuBLASLt call with a bias+ReLU epilogue (a kernel fewer per layer)."""
+    if x.is_cuda and b is not None and hasattr(torch, "_addmm_activation"):
+        return torch._addmm_activation(b, x, w.t())
+    return F.relu(F.linear(x, w, b))
+
+
 def _topk_idx(scores: torch.Tensor, k: int) -> torch.Tensor:
     return scores.topk(k, dim=-1).indices.sort(dim=-1).values
 
@@ -215,9 +223,22 @@ def _union_capacity(m01: torch.Tensor, cap: int) -> tuple[torch.Tensor, torch.Te
     return idx, keep
 
 
+ALIGN = 8  # sliced FFN widths are padded to a multiple of this many rows (16 bytes of fp16)
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
 @dataclass
 class _Slice:
-    """A layer's matrices restricted to `nh` heads and `nf` neurons (or the full LayerW, views)."""
+    """A layer's matrices restricted to `nh` heads and `nf` neurons (or the full LayerW, views).
+
+    The FFN buffers have nf_pad = nf rounded up to a multiple of ALIGN rows; the extra rows of fc1 (weight
+    and bias) and fc2 are zero, so their ReLU outputs are 0 and they add nothing: exact. Without it an odd
+    width (e.g. 25,805 of OPT-30B's 28,672 neurons at 10 % sparsity) leaves fc2's input rows misaligned
+    and cuBLAS falls back to slower kernels: on an H200 the sliced model at 10-40 % sparsity was slower than
+    dense, and 1.5-2.2x its roofline where the aligned 50 % point was 1.24x."""
     ln1_w: torch.Tensor | None
     ln1_b: torch.Tensor | None
     wqkv: torch.Tensor
@@ -233,7 +254,11 @@ class _Slice:
     nh: int
     nf: int
     head_keep: torch.Tensor | None = None    # [B, nh] per-sequence 0/1 inside the union
-    neuron_keep: torch.Tensor | None = None  # [B, nf]
+    neuron_keep: torch.Tensor | None = None  # [B, nf_pad] (0 in the padding)
+    nf_pad: int = 0                          # rows of the FFN buffers (>= nf)
+
+    def __post_init__(self):
+        self.nf_pad = self.nf_pad or self.w1.shape[0]
 
     @classmethod
     def full(cls, lw: LayerW, H: int) -> "_Slice":
@@ -242,10 +267,24 @@ class _Slice:
 
     @classmethod
     def empty_like(cls, lw: LayerW, nh: int, nf: int, dh: int) -> "_Slice":
+        nf_pad = _align(nf) if nf < lw.w1.shape[0] else nf
+
         def e(t, n):
             return None if t is None else torch.empty(n, *t.shape[1:], dtype=t.dtype, device=t.device)
+
+        def ez(t):  # FFN buffer with its padding rows zeroed once (fill() writes only the first nf rows)
+            if t is None:
+                return None
+            out = e(t, nf_pad)
+            out[nf:].zero_()
+            return out
+
         return cls(lw.ln1_w, lw.ln1_b, e(lw.wqkv, 3 * nh * dh), e(lw.bqkv, 3 * nh * dh), e(lw.woT, nh * dh), lw.bo,
-                   lw.ln2_w, lw.ln2_b, e(lw.w1, nf), e(lw.b1, nf), e(lw.w2T, nf), lw.b2, nh, nf)
+                   lw.ln2_w, lw.ln2_b, ez(lw.w1), ez(lw.b1), ez(lw.w2T), lw.b2, nh, nf, nf_pad=nf_pad)
+
+    def pad_keep(self, keep: torch.Tensor) -> torch.Tensor:
+        """[B, nf] 0/1 -> [B, nf_pad] with zeros in the padding."""
+        return F.pad(keep, (0, self.nf_pad - keep.shape[1]))
 
     def fill(self, lw: LayerW, head_idx: torch.Tensor, neuron_idx: torch.Tensor, dh: int, H: int) -> None:
         """Copy the rows of head_idx [nh] / neuron_idx [nf] into this slice's buffers (no reallocation)."""
@@ -256,10 +295,11 @@ class _Slice:
         if lw.bqkv is not None:
             torch.index_select(lw.bqkv, 0, rows3, out=self.bqkv)
         torch.index_select(lw.woT, 0, rows, out=self.woT)
-        torch.index_select(lw.w1, 0, neuron_idx, out=self.w1)
+        nf = neuron_idx.numel()
+        torch.index_select(lw.w1, 0, neuron_idx, out=self.w1[:nf])
         if lw.b1 is not None:
-            torch.index_select(lw.b1, 0, neuron_idx, out=self.b1)
-        torch.index_select(lw.w2T, 0, neuron_idx, out=self.w2T)
+            torch.index_select(lw.b1, 0, neuron_idx, out=self.b1[:nf])
+        torch.index_select(lw.w2T, 0, neuron_idx, out=self.w2T[:nf])
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.wqkv, self.woT, self.w1, self.w2T))
@@ -271,7 +311,7 @@ class SparseOPT:
     def __init__(self, weights: OPTWeights, mode: str = "dense", sparsity: float = 0.0, *, static_mask=None,
                  predictor_hidden: int = 1024, shadow: ShadowPredictor | None = None,
                  dejavu: DejaVuPredictor | None = None, kv_policy: str = "full", gather: str = "auto",
-                 lookahead: bool = False, side_stream: bool = True, seed: int = 0):
+                 lookahead: bool = False, side_stream: bool = True, seed: int = 0, fused_ln: bool | None = None):
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is not one of {MODES}")
         if kv_policy not in KV_POLICIES:
@@ -297,6 +337,8 @@ class SparseOPT:
                                                          self.dtype, self.device, seed)
         self.ops = GatherOps(gather, self.device) if mode in TOKEN_MODES else None
         cuda = self.device.type == "cuda"
+        # residual add + layer norm in one Triton kernel (None: on CUDA when triton is there; every mode alike)
+        self.fused_ln = (cuda and kernels_triton.available()) if fused_ln is None else bool(fused_ln)
         self.side = torch.cuda.Stream(self.device) if (cuda and side_stream) else None
         self.full = [_Slice.full(lw, self.H) for lw in w.layers]
         self.record = False
@@ -312,6 +354,8 @@ class SparseOPT:
             raise ValueError(f"max_len {max_len} exceeds the model's {self.w.pos.shape[0] - 2} positions")
         if self.B == batch and self.Tmax >= max_len:
             return self
+        # a multiple of 16 where the positions allow: the attention kernels want 16-byte-aligned mask rows
+        max_len = min(-(-max_len // 16) * 16, self.w.pos.shape[0] - 2)
         self.B, self.Tmax = batch, max_len
         self.graph = None
         self.slices = list(self.full)
@@ -327,12 +371,15 @@ class SparseOPT:
             if batch > 1:  # persistent per-sequence keep buffers (a captured graph reads them in place)
                 for s in self.slices[1:]:
                     s.head_keep = torch.ones(batch, s.nh, dtype=self.dtype, device=self.device)
-                    s.neuron_keep = torch.ones(batch, s.nf, dtype=self.dtype, device=self.device)
+                    s.neuron_keep = torch.zeros(batch, s.nf_pad, dtype=self.dtype, device=self.device)
         heads = [s.nh for s in self.slices]
         if self.mode in TOKEN_MODES:
             heads = [self.H] * self.L
-        self.K = [torch.zeros(batch, h, max_len, self.dh, dtype=self.dtype, device=self.device) for h in heads]
-        self.Vc = [torch.zeros_like(k) for k in self.K]
+        # one buffer per layer for K and V: [B, heads, 2, T, dh] (one write and one head gather per layer)
+        self.KV = [torch.zeros(batch, h, 2, max_len, self.dh, dtype=self.dtype, device=self.device) for h in heads]
+        self.K = [kv[:, :, 0] for kv in self.KV]
+        self.Vc = [kv[:, :, 1] for kv in self.KV]
+        self._smask = None
         self._ar_T = torch.arange(max_len, device=self.device)
         self._bidx = torch.arange(batch, device=self.device)[:, None]
         self.t = 0
@@ -361,12 +408,20 @@ class SparseOPT:
             if heads.shape[0] > 1 and not bool((mh == hu).all()):
                 s.head_keep = mh[:, hidx].to(self.dtype)
             if neurons.shape[0] > 1 and not bool((mn == nu).all()):
-                s.neuron_keep = mn[:, nidx].to(self.dtype)
+                s.neuron_keep = s.pad_keep(mn[:, nidx].to(self.dtype))
             self.slices.append(s)
 
     def reset(self) -> None:
         self.t = 0
         self.trace = []
+
+    def _add_ln(self, h: torch.Tensor, y: torch.Tensor | None, w, b):
+        """h, y [M, d] -> (h + y, layer_norm(h + y)); y None: (h, layer_norm(h))."""
+        if self.fused_ln and w is not None and b is not None:
+            return kernels_triton.add_layer_norm(h, y, w, b, self.w.eps)
+        if y is not None:
+            h = h + y
+        return h, _ln(h, w, b, self.w.eps)
 
     # ---- embeddings / head ------------------------------------------------------------------------
     def _embed(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -375,108 +430,101 @@ class SparseOPT:
             h = F.linear(h, self.w.project_in)
         return h + F.embedding(pos + 2, self.w.pos)
 
-    def _head(self, h: torch.Tensor) -> torch.Tensor:
-        if self.w.has_final_ln:
-            h = _ln(h, self.w.lnf_w, self.w.lnf_b, self.w.eps)
+    def _head(self, h: torch.Tensor, x_ln: torch.Tensor | None = None) -> torch.Tensor:
+        """h [..., d] -> logits; x_ln: the final layer norm of h if already computed."""
+        if x_ln is not None:
+            h = x_ln.view(h.shape)
+        elif self.w.has_final_ln:
+            shp = h.shape
+            h = self._add_ln(h.reshape(-1, shp[-1]), None, self.w.lnf_w, self.w.lnf_b)[1].view(shp)
         if self.w.project_out is not None:
             h = F.linear(h, self.w.project_out)
         return F.linear(h, self.w.lm_head)
 
     # ---- attention core -------------------------------------------------------------------------
-    def _attend(self, q, K, V, t0: int | None, T: int, pos: torch.Tensor):
-        """q [B, h, T, dh] (scaled); K/V [B, h, Tmax, dh] already holding the new entries."""
-        if t0 is None:  # graph mode, T == 1: attend over the whole buffer, masking the future
-            s = torch.matmul(q, K.transpose(-1, -2))
-            s = s.masked_fill((self._ar_T > pos)[None, None, None, :], float("-inf"))
-            Vv = V
-        else:
-            n = t0 + T
-            s = torch.matmul(q, K[:, :, :n].transpose(-1, -2))
-            if T > 1:
-                fut = self._ar_T[:n][None, :] > (t0 + self._ar_T[:T])[:, None]
-                s = s.masked_fill(fut, float("-inf"))
-            Vv = V[:, :, :n]
-        p = torch.softmax(s, dim=-1, dtype=torch.float32).to(q.dtype)
-        return torch.matmul(p, Vv)
+    def _attend(self, q, K, V, t0: int | None, T: int):
+        """q [B, h, T, dh] (unscaled); K/V [B, h, Tmax, dh] already holding the new entries -> [B, h, T, dh].
+
+        One scaled_dot_product_attention call. In a CUDA graph (t0 None, T == 1) it attends over the whole
+        buffer with the step's additive mask (-inf after the current position), built once per step."""
+        if t0 is None:
+            return F.scaled_dot_product_attention(q, K, V, attn_mask=self._smask, scale=self.scaling)
+        n = t0 + T
+        K, V = K[:, :, :n], V[:, :, :n]
+        if T == 1:
+            return F.scaled_dot_product_attention(q, K, V, scale=self.scaling)
+        if t0 == 0:
+            return F.scaled_dot_product_attention(q, K, V, is_causal=True, scale=self.scaling)
+        keep = self._ar_T[:n][None, :] <= (t0 + self._ar_T[:T])[:, None]
+        return F.scaled_dot_product_attention(q, K, V, attn_mask=keep, scale=self.scaling)
 
     # ---- a layer on (sliced or full) matrices, any T --------------------------------------------
     def _layer_mm(self, l: int, s: _Slice, h: torch.Tensor, t0, pos: torch.Tensor, on_attn=None,
-                  head_keep=None, neuron_keep=None):
-        B, T, _ = h.shape
+                  head_keep=None, neuron_keep=None, x_in=None, next_ln=None):
+        """h [B, T, d] -> h [B, T, d]. x_in: this layer's ln1(h) [B*T, d] if already computed; next_ln:
+        (weight, bias) of the NEXT layer norm, to fuse with the last residual add -> returns (h, x_next)."""
+        B, T, d = h.shape
         dh, nh = self.dh, s.nh
-        x = _ln(h, s.ln1_w, s.ln1_b, self.w.eps)
+        h = h.reshape(B * T, d)
+        x = x_in if x_in is not None else self._add_ln(h, None, s.ln1_w, s.ln1_b)[1]
         qkv = F.linear(x, s.wqkv, s.bqkv).view(B, T, 3, nh, dh)
-        q = (qkv[:, :, 0] * self.scaling).transpose(1, 2)
-        K, V = self.K[l], self.Vc[l]
-        K.index_copy_(2, pos, qkv[:, :, 1].transpose(1, 2))
-        V.index_copy_(2, pos, qkv[:, :, 2].transpose(1, 2))
-        a = self._attend(q, K, V, t0, T, pos).transpose(1, 2)        # [B, T, nh, dh]
+        self.KV[l].index_copy_(3, pos, qkv[:, :, 1:].permute(0, 3, 2, 1, 4))   # [B, nh, 2, T, dh]
+        q = qkv[:, :, 0].transpose(1, 2)                                       # [B, nh, T, dh]
+        a = self._attend(q, self.K[l], self.Vc[l], t0, T).transpose(1, 2)     # [B, T, nh, dh]
         hk = head_keep if head_keep is not None else s.head_keep
         if hk is not None:
             a = a * hk[:, None, :, None]
-        a = a.reshape(B, T, nh * dh)
+        a = a.reshape(B * T, nh * dh)
         if on_attn is not None:
-            on_attn(a)
-        h = h + torch.matmul(a, s.woT)
-        if s.bo is not None:
-            h = h + s.bo
-        x = _ln(h, s.ln2_w, s.ln2_b, self.w.eps)
-        z = F.relu(F.linear(x, s.w1, s.b1))
+            on_attn(a.view(B, T, nh * dh))
+        h, x = self._add_ln(h, torch.addmm(s.bo, a, s.woT) if s.bo is not None else a @ s.woT, s.ln2_w, s.ln2_b)
+        z = _linear_relu(x, s.w1, s.b1)
         nk = neuron_keep if neuron_keep is not None else s.neuron_keep
         if nk is not None:
-            z = z * nk[:, None, :]
-        h = h + torch.matmul(z, s.w2T)
-        if s.b2 is not None:
-            h = h + s.b2
-        return h
+            z = (z.view(B, T, -1) * nk[:, None, :]).view(B * T, -1)
+        o = torch.addmm(s.b2, z, s.w2T) if s.b2 is not None else z @ s.w2T
+        if next_ln is not None:
+            h, x = self._add_ln(h, o, *next_ln)
+            return h.view(B, T, d), x
+        return (h + o).view(B, T, d)
 
     # ---- a layer through fused gathers (per-token modes, T == 1) ---------------------------------
-    def _layer_gather(self, l: int, h: torch.Tensor, hidx: torch.Tensor, nidx: torch.Tensor, t0, pos):
+    def _layer_gather(self, l: int, h: torch.Tensor, hidx: torch.Tensor, nidx: torch.Tensor, t0, pos,
+                      rows: torch.Tensor | None = None):
+        """h [B, 1, d]; hidx [B, kh], nidx [B, kf] sorted unit indices; rows [B, kh*dh] = the active heads'
+        q rows (given when known ahead, as in ShadowLLM, else computed here)."""
         lw, ops = self.w.layers[l], self.ops
         B = h.shape[0]
         dh, H, kh = self.dh, self.H, hidx.shape[-1]
         Hd = H * dh
-        x = _ln(h[:, 0], lw.ln1_w, lw.ln1_b, self.w.eps)                       # [B, d]
-        rows = (hidx[..., None] * dh + self._ar_dh).reshape(B, kh * dh)       # [B, kh*dh]
-        K, V = self.K[l], self.Vc[l]
+        x = self._add_ln(h[:, 0], None, lw.ln1_w, lw.ln1_b)[1]                # [B, d]
+        if rows is None:
+            rows = (hidx[..., None] * dh + self._ar_dh).reshape(B, kh * dh)   # [B, kh*dh]
+        KV = self.KV[l]
         if self.kv_policy == "full":
-            q = ops.mv(lw.wqkv, x, rows)
-            if lw.bqkv is not None:
-                q = q + lw.bqkv[rows]
-            kv = F.linear(x, lw.wqkv[Hd:], None if lw.bqkv is None else lw.bqkv[Hd:]).view(B, 2, H, 1, dh)
-            K.index_copy_(2, pos, kv[:, 0])
-            V.index_copy_(2, pos, kv[:, 1])
+            q = ops.mv(lw.wqkv, x, rows, bias=lw.bqkv)                         # bias[rows]: the q rows
+            kv = F.linear(x, lw.wqkv[Hd:], None if lw.bqkv is None else lw.bqkv[Hd:])
+            KV.index_copy_(3, pos, kv.view(B, 2, H, 1, dh).transpose(1, 2))    # [B, H, 2, 1, dh]
         else:
             rows3 = torch.cat([rows, rows + Hd, rows + 2 * Hd], dim=1)
-            qkv = ops.mv(lw.wqkv, x, rows3)
-            if lw.bqkv is not None:
-                qkv = qkv + lw.bqkv[rows3]
-            qkv = qkv.view(B, 3, kh, dh)
+            qkv = ops.mv(lw.wqkv, x, rows3, bias=lw.bqkv).view(B, 3, kh, dh)
             q = qkv[:, 0].reshape(B, kh * dh)
             pidx = pos.expand(B, kh)
-            K.index_put_((self._bidx.expand(B, kh), hidx, pidx), qkv[:, 1])
-            V.index_put_((self._bidx.expand(B, kh), hidx, pidx), qkv[:, 2])
-        q = (q * self.scaling).view(B, kh, 1, dh)
+            self.K[l].index_put_((self._bidx.expand(B, kh), hidx, pidx), qkv[:, 1])
+            self.Vc[l].index_put_((self._bidx.expand(B, kh), hidx, pidx), qkv[:, 2])
+        q = q.view(B, kh, 1, dh)
         if t0 is not None:
-            K, V = K[:, :, : t0 + 1], V[:, :, : t0 + 1]
-        Ks, Vs = K[self._bidx, hidx], V[self._bidx, hidx]                     # [B, kh, n, dh]
-        s = torch.matmul(q, Ks.transpose(-1, -2))
+            KV = KV[:, :, :, : t0 + 1]
+        KVs = KV[self._bidx, hidx]                                              # [B, kh, 2, n, dh]
         if t0 is None:
-            s = s.masked_fill((self._ar_T > pos)[None, None, None, :], float("-inf"))
-        p = torch.softmax(s, dim=-1, dtype=torch.float32).to(q.dtype)
-        a = torch.matmul(p, Vs).reshape(B, kh * dh)
-        o = ops.tmv(lw.woT, a, rows)
-        if lw.bo is not None:
-            o = o + lw.bo
-        h1 = h[:, 0] + o
-        x = _ln(h1, lw.ln2_w, lw.ln2_b, self.w.eps)
-        z = ops.mv(lw.w1, x, nidx)
-        if lw.b1 is not None:
-            z = z + lw.b1[nidx]
-        y = ops.tmv(lw.w2T, F.relu(z), nidx)
-        if lw.b2 is not None:
-            y = y + lw.b2
-        return (h1 + y)[:, None]
+            a = F.scaled_dot_product_attention(q, KVs[:, :, 0], KVs[:, :, 1], attn_mask=self._smask,
+                                               scale=self.scaling)
+        else:
+            a = F.scaled_dot_product_attention(q, KVs[:, :, 0], KVs[:, :, 1], scale=self.scaling)
+        h1 = ops.tmv(lw.woT, a.reshape(B, kh * dh), rows, bias=lw.bo, residual=h[:, 0])
+        x = self._add_ln(h1, None, lw.ln2_w, lw.ln2_b)[1]
+        z = ops.mv(lw.w1, x, nidx, bias=lw.b1, relu=True)
+        return ops.tmv(lw.w2T, z, nidx, bias=lw.b2, residual=h1)[:, None]
 
     # ---- masks from scores ------------------------------------------------------------------------
     def _split_idx(self, scores: torch.Tensor):
@@ -567,7 +615,7 @@ class SparseOPT:
             ni, nk = _union_capacity(nm[:, l - 1], s.nf)
             if self.B > 1:
                 s.head_keep.copy_(hk)
-                s.neuron_keep.copy_(nk)
+                s.neuron_keep[:, : s.nf].copy_(nk)
             s.fill(self.w.layers[l], hi, ni, self.dh, self.H)
 
     # ---- one decode step --------------------------------------------------------------------------
@@ -575,9 +623,22 @@ class SparseOPT:
         """ids [B] at position pos ([1] tensor; t0 = the same as int, or None in a CUDA graph) -> logits [B, V]."""
         h = self._embed(ids[:, None], pos)
         mode = self.mode
+        if t0 is None:  # graph mode attends over the whole buffer: -inf after the current position
+            self._smask = torch.zeros(self.Tmax, dtype=self.dtype, device=self.device).masked_fill(
+                self._ar_T > pos, float("-inf")).view(1, 1, 1, self.Tmax)
         if mode in ("dense", "static", "shadowllm-prompt"):
+            # each layer's last residual add is fused with the next layer norm (one kernel fewer per layer)
+            x = None
             for l in range(self.L):
-                h = self._layer_mm(l, self.slices[l], h, t0, pos)
+                if l + 1 < self.L:
+                    nl = (self.slices[l + 1].ln1_w, self.slices[l + 1].ln1_b)
+                else:
+                    nl = (self.w.lnf_w, self.w.lnf_b) if self.w.has_final_ln else None
+                if nl is None:
+                    h, x = self._layer_mm(l, self.slices[l], h, t0, pos, x_in=x), None
+                else:
+                    h, x = self._layer_mm(l, self.slices[l], h, t0, pos, x_in=x, next_ln=nl)
+            return self._head(h[:, 0], x_ln=x)
         elif mode == "shadowllm-token":
             box = {}
 
@@ -592,8 +653,10 @@ class SparseOPT:
             hidx, nidx = box["idx"]
             if t0 is not None:
                 self._record(1, [None] + list(hidx.unbind(1)), [None] + list(nidx.unbind(1)))
+            # every layer's masks are known now: their q rows in one op (DejaVu learns them layer by layer)
+            rows = (hidx[..., None] * self.dh + self._ar_dh).flatten(2)      # [B, L-1, kh*dh]
             for l in range(1, self.L):
-                h = self._layer_gather(l, h, hidx[:, l - 1], nidx[:, l - 1], t0, pos)
+                h = self._layer_gather(l, h, hidx[:, l - 1], nidx[:, l - 1], t0, pos, rows=rows[:, l - 1])
         else:  # dejavu
             his, nis = [None], [None]
             if self.lookahead:
@@ -705,7 +768,7 @@ class SparseOPT:
                 n += w.layer_bytes(l)
             elif self.mode in ("static", "shadowllm-prompt"):
                 s = self.slices[l] if self.B is not None else None
-                nh, nf = (s.nh, s.nf) if s is not None else (self.kh, self.kf)
+                nh, nf = (s.nh, s.nf_pad) if s is not None else (self.kh, self.kf)
                 n += w.layer_bytes(l, nh / self.H, nf / self.F)
             else:
                 es = w.layers[l].w1.element_size()
