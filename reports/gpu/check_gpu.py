@@ -21,10 +21,14 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of this script (no triton, no graphs)")
     args = ap.parse_args()
+    import os
+
+    os.environ["SHADOWLLM_TRITON_TUNE"] = "0"  # default launch configs here; kernel_bench tunes (13B shapes)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     from shadowllm.sparse import MODES, OPTShape, OPTWeights, SparseOPT, make_static_mask
     from shadowllm.sparse import kernels_triton as kt
+    from shadowllm.sparse.predictors import DejaVuPredictor, ShadowPredictor
 
     lines, ok_all = [], True
 
@@ -60,13 +64,17 @@ def main() -> int:
     shape = OPTShape("check", 256, 4, 8, 1024, vocab=1000, max_pos=128)
     wc = OPTWeights.random(shape, torch.float32, "cpu", seed=1)
     wg = wc.to(dev)
+    # predictors drawn once on the CPU and copied, so both devices hold the same numbers
+    sp = ShadowPredictor(wc.d, wc.L, wc.H, wc.F, 64, torch.float32, "cpu", seed=0)
+    dp = DejaVuPredictor(wc.d, wc.L, wc.H, wc.F, 64, torch.float32, "cpu", seed=0)
+    pc, pg = dict(shadow=sp, dejavu=dp), dict(shadow=sp.to(dev), dejavu=dp.to(dev))
     ids = torch.randint(2, 1000, (2, 12), generator=torch.Generator().manual_seed(2))
     for mode in MODES:
         for B in (1, 2):
             try:
                 kw = {"static_mask": make_static_mask(wc, 0.5, seed=3, batch=B)} if mode == "static" else {}
-                cpu = SparseOPT(wc, mode, 0.5, predictor_hidden=64, gather="torch", **kw)
-                gpu = SparseOPT(wg, mode, 0.5, predictor_hidden=64, gather="auto", lookahead=False, **kw)
+                cpu = SparseOPT(wc, mode, 0.5, gather="torch", **pc, **kw)
+                gpu = SparseOPT(wg, mode, 0.5, gather="auto", lookahead=False, **pg, **kw)
                 tc, (lc0, lcs) = cpu.generate(ids[:B], 8, return_logits=True)
                 tg, (lg0, lgs) = gpu.generate(ids[:B].to(dev), 8, return_logits=True)
                 err = max((a.cpu() - b).abs().max().item() for a, b in zip([lg0] + lgs, [lc0] + lcs))
@@ -77,7 +85,7 @@ def main() -> int:
                     continue
                 # graph vs eager on the GPU
                 la = mode == "dejavu"
-                ge = SparseOPT(wg, mode, 0.5, predictor_hidden=64, lookahead=la, **kw)
+                ge = SparseOPT(wg, mode, 0.5, lookahead=la, **pg, **kw)
                 t_eager = ge.generate(ids[:B].to(dev), 16)
                 ge.capture_graph()
                 t_graph = ge.generate(ids[:B].to(dev), 16, use_graph=True)
@@ -88,9 +96,67 @@ def main() -> int:
             except Exception as e:
                 report(f"decoder {mode} B={B}", False, repr(e))
                 traceback.print_exc()
+    if cuda and kt.available():
+        try:
+            os.environ["SHADOWLLM_TRITON_TUNE"] = "1"
+            kernel_bench(dev, lines)
+        except Exception as e:
+            report("kernel bench", False, repr(e))
+            traceback.print_exc()
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     return 0 if ok_all else 1
+
+
+def _time(fn, reps=20):
+    fn()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(5):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        for _ in range(reps):
+            fn()
+        e1.record()
+        torch.cuda.synchronize()
+        best = min(best, e0.elapsed_time(e1) / reps)
+    return best * 1e3  # us
+
+
+def kernel_bench(dev, lines):
+    """GB/s of each way to read half of an OPT-13B FFN matrix (fp16, batch 1): the dense GEMV of the whole
+    matrix, the GEMV of a pre-sliced half, torch index_select + GEMV, and the tuned Triton gathers."""
+    import torch.nn.functional as F
+
+    from shadowllm.sparse import kernels_triton as kt
+
+    d, Fn = 5120, 20480
+    g = torch.Generator(device=dev).manual_seed(0)
+    W = torch.randn(Fn, d, device=dev, dtype=torch.float16, generator=g) * 0.02
+    x = torch.randn(1, d, device=dev, dtype=torch.float16, generator=g)
+    for frac in (0.5, 0.1):
+        k = int(Fn * frac)
+        idx = torch.randperm(Fn, device=dev)[:k].sort().values[None]
+        z = torch.randn(1, k, device=dev, dtype=torch.float16, generator=g)
+        Ws = W[idx[0]].contiguous()
+        nb_full, nb_k = W.numel() * 2, k * d * 2
+        cases = [
+            ("dense GEMV (all rows)", lambda: F.linear(x, W), nb_full),
+            ("pre-sliced GEMV", lambda: F.linear(x, Ws), nb_k),
+            ("pre-sliced GEMV^T", lambda: z @ Ws, nb_k),
+            ("index_select + GEMV", lambda: F.linear(x, W.index_select(0, idx[0])), nb_k),
+            ("triton gather_mv", lambda: kt.gather_mv(W, x, idx), nb_k),
+            ("triton gather_tmv", lambda: kt.gather_tmv(W, z, idx), nb_k),
+        ]
+        for name, fn, nb in cases:
+            us = _time(fn)
+            line = f"BENCH {frac:.0%} of {Fn}x{d} fp16: {name:24s} {us:8.1f} us  {nb / us / 1e3:7.0f} GB/s (weights read)"
+            print(line, flush=True)
+            lines.append(line)
+    for key, cfg in kt.TUNED.items():
+        line = f"TUNED {key[0]} B={key[1]} K={key[2]} N={key[3]} D={key[4]}: {cfg}"
+        print(line)
+        lines.append(line)
 
 
 if __name__ == "__main__":
