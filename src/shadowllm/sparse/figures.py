@@ -74,14 +74,17 @@ def latency_figures(csv_paths, outdir, sparsity: float = 0.5, fmt: str = "pdf") 
     def at_sparsity(d, s):
         return d[(d["mode"] == "dense") | d["sparsity"].apply(lambda x: _near(x, s))]
 
-    # 1. vs model size (largest gen length available per model)
+    # 1. vs model size, at the generation length that the most models share (ties: the longer)
     d = at_sparsity(df, sparsity)
+    per_gen = d.groupby("gen_tokens")["model"].nunique()
+    if not per_gen.empty:
+        d = d[d["gen_tokens"] == max(per_gen.index, key=lambda g: (per_gen[g], g))]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for m in modes:
         dm = d[d["mode"] == m]
         if dm.empty:
             continue
-        dm = dm.sort_values("gen_tokens").groupby("model", as_index=False).last()
+        dm = dm.groupby("model", as_index=False).last()
         x = dm["params_b"].fillna(dm["hidden"] ** 2 * dm["layers"] * 12 / 1e9)
         order = x.argsort()
         c, mk = MODE_STYLE[m]
@@ -91,6 +94,14 @@ def latency_figures(csv_paths, outdir, sparsity: float = 0.5, fmt: str = "pdf") 
                 ax.annotate(str(name), (xi, dm[dm["model"] == name]["ms_per_token"].iloc[0]), fontsize=6,
                             textcoords="offset points", xytext=(2, 4))
     ax.set_xscale("log")
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    xs = sorted(set(d["params_b"].dropna().round(3)))
+    if xs:  # one labelled tick per benchmarked size, no minor labels (they collide on a short log axis)
+        ax.xaxis.set_major_locator(FixedLocator(xs))
+        ax.set_xticklabels([f"{x:.3g}" for x in xs], fontsize=7)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("parameters (billions, as benchmarked)")
     ax.set_ylabel("decode ms / token (median)")
     ax.set_title(f"latency vs model size, sparsity {sparsity:.0%} ({dev})", fontsize=9)
@@ -98,13 +109,20 @@ def latency_figures(csv_paths, outdir, sparsity: float = 0.5, fmt: str = "pdf") 
     p = out / f"latency_vs_size.{fmt}"
     written.append(_save(fig, p))
 
-    # 2. vs sparsity, one panel per model
-    models = sorted(set(df["model"]), key=lambda m: df[df["model"] == m]["params_b"].fillna(0).max())
+    # 2. vs sparsity, one panel per model that was swept (at its generation length with the most sparsities)
+    def by_size(ms):
+        return sorted(ms, key=lambda m: df[df["model"] == m]["params_b"].fillna(0).max())
+
+    def n_sparsities(model, gen):
+        return df[(df["model"] == model) & (df["gen_tokens"] == gen)]["sparsity"].nunique()
+
+    best_gen = {m: max(set(df[df["model"] == m]["gen_tokens"]), key=lambda g: (n_sparsities(m, g), g))
+                for m in set(df["model"])}
+    models = by_size([m for m in best_gen if n_sparsities(m, best_gen[m]) > 2]) or by_size(best_gen)
     fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 3.3), squeeze=False)
     for ax, model in zip(axes[0], models):
-        dmod = df[df["model"] == model]
-        gen = dmod["gen_tokens"].max()
-        dmod = dmod[dmod["gen_tokens"] == gen]
+        gen = best_gen[model]
+        dmod = df[(df["model"] == model) & (df["gen_tokens"] == gen)]
         sps = sorted(set(dmod["sparsity"]))
         for m in modes:
             dm = dmod[dmod["mode"] == m].sort_values("sparsity")
@@ -125,8 +143,10 @@ def latency_figures(csv_paths, outdir, sparsity: float = 0.5, fmt: str = "pdf") 
     p = out / f"latency_vs_sparsity.{fmt}"
     written.append(_save(fig, p))
 
-    # 3. vs generation length (ms per generate call)
+    # 3. vs generation length (ms per generate call), models with several lengths
     d = at_sparsity(df, sparsity)
+    n_gen = d.groupby("model")["gen_tokens"].nunique()
+    models = by_size([m for m in n_gen.index if n_gen[m] > 1]) or by_size(n_gen.index)
     fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 3.3), squeeze=False)
     for ax, model in zip(axes[0], models):
         dmod = d[d["model"] == model]
