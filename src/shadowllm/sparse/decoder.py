@@ -237,8 +237,9 @@ class _Slice:
     The FFN buffers have nf_pad = nf rounded up to a multiple of ALIGN rows; the extra rows of fc1 (weight
     and bias) and fc2 are zero, so their ReLU outputs are 0 and they add nothing: exact. Without it an odd
     width (e.g. 25,805 of OPT-30B's 28,672 neurons at 10 % sparsity) leaves fc2's input rows misaligned
-    and cuBLAS falls back to slower kernels: on an H200 the sliced model at 10-40 % sparsity was slower than
-    dense, and 1.5-2.2x its roofline where the aligned 50 % point was 1.24x."""
+    and cuBLAS falls back to slower kernels: on an H200 the sliced OPT-30B at 10-20 % sparsity was slower
+    than dense, and 1.4-2.2x its roofline where the aligned 50 % point was 1.24x (padded: 1.11-1.55x up to
+    80 %; reports/gpu/h200)."""
     ln1_w: torch.Tensor | None
     ln1_b: torch.Tensor | None
     wqkv: torch.Tensor
