@@ -24,11 +24,26 @@ from .decoder import MODES, TOKEN_MODES, OPTWeights, SparseOPT, make_static_mask
 from .predictors import DejaVuPredictor, ShadowPredictor
 from .shapes import parse_size
 
-FIELDS = ["model", "layers", "hidden", "heads", "ffn", "params_b", "dtype", "device", "threads", "batch",
+FIELDS = ["model", "layers", "hidden", "heads", "ffn", "params_b", "dtype", "device", "device_name", "threads", "batch",
           "prompt_len", "gen_tokens", "sparsity", "mode", "kv_policy", "gather", "lookahead", "cuda_graph",
           "repeats", "prefill_ms", "prefill_ms_iqr", "ms_per_token", "ms_per_token_iqr", "ms_per_token_min", "call_ms",
           "call_ms_iqr", "weight_bytes_per_token", "bandwidth_gbs", "roofline_ms_per_token",
           "ratio_to_roofline", "ratio_to_dense", "speedup_vs_dense"]
+
+
+def device_name(dev: torch.device) -> str:
+    """'NVIDIA H200' for a GPU; the CPU model (from /proc/cpuinfo) for the CPU."""
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "cpu"
 
 
 def _sync(dev: torch.device) -> None:
@@ -155,6 +170,7 @@ def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="
         raise ValueError("CUDA graphs need --device cuda")
     la = (dev.type == "cuda") if lookahead is None else bool(lookahead)
     bw = bandwidth or measure_bandwidth(dev)
+    dev_name = device_name(dev)
     log(f"[bench] device {dev}, measured copy bandwidth {bw:.1f} GB/s, threads {torch.get_num_threads()}")
     interleave = dev.type == "cpu"
     t_start = time.time()
@@ -231,7 +247,7 @@ def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="
                 for (mode, sp), (r, nbytes, extra, used_la) in results.items():
                     backend = extra if isinstance(extra, str) else (extra.ops.backend if extra.ops else "")
                     roof = roofline_ms(nbytes, bw)
-                    row = dict(info, dtype=str(tdt).replace("torch.", ""), device=str(dev),
+                    row = dict(info, dtype=str(tdt).replace("torch.", ""), device=str(dev), device_name=dev_name,
                                threads=torch.get_num_threads() if dev.type == "cpu" else "", batch=batch,
                                prompt_len=prompt_len, gen_tokens=gen, sparsity=sp, mode=mode,
                                kv_policy=kv_policy if mode in TOKEN_MODES else "", gather=backend,

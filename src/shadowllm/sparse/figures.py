@@ -40,7 +40,7 @@ def _near(a, b):
     return abs(float(a) - float(b)) < 1e-9
 
 
-TABLE_COLUMNS = ["model", "device", "dtype", "batch", "prompt_len", "gen_tokens", "sparsity", "mode", "kv_policy",
+TABLE_COLUMNS = ["model", "device", "device_name", "dtype", "batch", "prompt_len", "gen_tokens", "sparsity", "mode", "kv_policy",
                  "ms_per_token", "ms_per_token_iqr", "ms_per_token_min", "speedup_vs_dense", "ratio_to_roofline",
                  "bandwidth_gbs"]
 
