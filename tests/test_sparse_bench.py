@@ -75,3 +75,23 @@ def test_bench_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match="post-LN"):
         bench.run_grid(["opt-350m"], ["dense"], [0.5], [2], bandwidth=1.0, log=lambda *a: None)
     assert main(["bench-latency", "--model", "opt-125m", "--sparsity", "1.0", "--out", str(tmp_path / "x.csv")]) == 2
+
+
+def test_gpu_scripts_dry_run_on_cpu(tmp_path):
+    """The GPU self-check's CPU dry run passes (every mode against the torch-gather path) and the grid
+    script parses: both run unattended on a lent GPU, where a typo costs device time."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root / "src"))
+    out = tmp_path / "check.txt"
+    r = subprocess.run([sys.executable, str(root / "reports/gpu/check_gpu.py"), "--device", "cpu", "--out", str(out)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    lines = out.read_text().splitlines()
+    assert sum(line.startswith("PASS") for line in lines) == 10 and not any(line.startswith("FAIL") for line in lines)
+    r = subprocess.run(["bash", "-n", str(root / "reports/gpu/run_latency_grid.sh")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
