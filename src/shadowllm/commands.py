@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -38,6 +39,29 @@ def cmd_prepare_tasks(args):
     print(f"lm-eval task configs with absolute data paths in {out}")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _remove_stale_tmp(parent: Path, prefix: str) -> None:
+    """Remove the temporary folders a killed run for the same output left behind (their writer is gone)."""
+    for d in parent.glob(prefix + "*"):
+        if not d.is_dir():
+            continue
+        try:
+            pid = int((d / ".pid").read_text())
+        except (OSError, ValueError):
+            pid = None
+        if pid is None or not _pid_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 # ---- train --------------------------------------------------------------------------------------
 
 def cmd_train(args):
@@ -52,10 +76,13 @@ def cmd_train(args):
     cfg = TrainConfig(**{**params, "seed": args.seed, "threads": args.threads})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(out.parent, f".tmp-{out.name}-")
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))  # same file system as out
+    (tmp / ".pid").write_text(str(os.getpid()))
     try:
         metrics = train(cfg, data.corpus_docs("train"), data.corpus_docs("test"), tmp,
                         log=lambda m: print(m, flush=True))
+        (tmp / ".pid").unlink(missing_ok=True)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
