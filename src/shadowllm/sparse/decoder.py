@@ -40,6 +40,12 @@ Batch > 1: per-token modes gather per sequence (idx [B, k]): exact per sequence,
 batch. static / shadowllm-prompt slice the UNION of the sequences' units, padded to a fixed capacity
 (min(B*k, units) in prompt mode), and zero each sequence's non-selected units inside that union (a small
 multiply), so every sequence still gets exactly its own mask.
+
+GPU decode step (batch 1, CUDA graph): per layer one fused residual-add + layer norm (Triton), q/k/v GEMV,
+one K/V write, one scaled_dot_product_attention with the step's additive mask, out_proj GEMV with its bias
+epilogue, a second fused add + layer norm, fc1 with a bias+ReLU epilogue, fc2: about 11 kernels (21 before;
+each costs 2-9 us at batch 1, as much as reading 10-40 MB of weights). Sliced FFN widths are padded to a
+multiple of ALIGN rows (see _Slice). Numbers: reports/gpu/h200/README.md.
 """
 from __future__ import annotations
 
