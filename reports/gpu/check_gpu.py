@@ -108,21 +108,6 @@ def main() -> int:
     return 0 if ok_all else 1
 
 
-def _time(fn, reps=20):
-    fn()
-    torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(5):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        for _ in range(reps):
-            fn()
-        e1.record()
-        torch.cuda.synchronize()
-        best = min(best, e0.elapsed_time(e1) / reps)
-    return best * 1e3  # us
-
-
 def kernel_bench(dev, lines):
     """GB/s of each way to read half of an OPT-13B FFN matrix (fp16, batch 1): the dense GEMV of the whole
     matrix, the GEMV of a pre-sliced half, torch index_select + GEMV, and the tuned Triton gathers."""
@@ -149,7 +134,7 @@ def kernel_bench(dev, lines):
             ("triton gather_tmv", lambda: kt.gather_tmv(W, z, idx), nb_k),
         ]
         for name, fn, nb in cases:
-            us = _time(fn)
+            us = kt.cuda_time_ms(fn, reps=20) * 1e3
             line = f"BENCH {frac:.0%} of {Fn}x{d} fp16: {name:24s} {us:8.1f} us  {nb / us / 1e3:7.0f} GB/s (weights read)"
             print(line, flush=True)
             lines.append(line)

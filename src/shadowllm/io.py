@@ -57,25 +57,26 @@ def _jsonable(x):
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
-def git_dirty() -> bool | None:
-    """True when the package's checkout has uncommitted changes to tracked files (the commit alone does not
-    then describe the code that ran)."""
+def _git(*args) -> str | None:
+    """stdout of a git command run in the package's checkout; None without git or outside a checkout."""
     try:
-        here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                             capture_output=True, text=True, timeout=5)
-        return bool(out.stdout.strip()) if out.returncode == 0 else None
+        out = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout if out.returncode == 0 else None
     except Exception:
         return None
+
+
+def git_dirty() -> bool | None:
+    """True when the checkout has uncommitted changes to tracked files (the commit alone does not then
+    describe the code that ran)."""
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    return None if out is None else bool(out.strip())
 
 
 def git_commit() -> str | None:
-    try:
-        here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except Exception:
-        return None
+    out = _git("rev-parse", "HEAD")
+    return (out or "").strip() or None
 
 
 def package_versions() -> dict[str, str]:

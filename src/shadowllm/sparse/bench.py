@@ -215,7 +215,8 @@ def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="
                         for _, _, t in timers:
                             t.one()
                     for key, dec, t in timers:
-                        results[key] = (t.stats(), dec.weight_bytes_per_token(), dec, dec.lookahead)
+                        results[key] = (t.stats(), dec.weight_bytes_per_token(), dec.ops.backend if dec.ops else "",
+                                        dec.lookahead)
                 else:
                     for key in group:
                         # a failure (e.g. a graph capture this torch refuses) costs one row, not the grid;
@@ -244,8 +245,7 @@ def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="
                                     except Exception as e:  # noqa: BLE001
                                         log(f"[bench] CUDA clean-up failed: {e!r}")
                 dense_ms = results[("dense", 0.0)][0]["ms_per_token"]
-                for (mode, sp), (r, nbytes, extra, used_la) in results.items():
-                    backend = extra if isinstance(extra, str) else (extra.ops.backend if extra.ops else "")
+                for (mode, sp), (r, nbytes, backend, used_la) in results.items():
                     roof = roofline_ms(nbytes, bw)
                     row = dict(info, dtype=str(tdt).replace("torch.", ""), device=str(dev), device_name=dev_name,
                                threads=torch.get_num_threads() if dev.type == "cpu" else "", batch=batch,

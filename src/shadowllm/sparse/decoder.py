@@ -57,7 +57,7 @@ import torch.nn.functional as F
 
 from . import kernels_triton
 from .gather import GatherOps
-from .predictors import DejaVuPredictor, ShadowPredictor
+from .predictors import DejaVuPredictor, ShadowPredictor, linear_relu
 
 MODES = ("dense", "static", "shadowllm-prompt", "shadowllm-token", "dejavu")
 TOKEN_MODES = ("shadowllm-token", "dejavu")
@@ -202,13 +202,6 @@ class OPTWeights:
 
 def _ln(x, w, b, eps):
     return F.layer_norm(x, (x.shape[-1],), w, b, eps)
-
-
-def _linear_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """relu(x w^T + b), x [M, d]: on CUDA one cuBLASLt call with a bias+ReLU epilogue (a kernel fewer per layer)."""
-    if x.is_cuda and b is not None and hasattr(torch, "_addmm_activation"):
-        return torch._addmm_activation(b, x, w.t())
-    return F.relu(F.linear(x, w, b))
 
 
 def _topk_idx(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -485,7 +478,7 @@ class SparseOPT:
         if on_attn is not None:
             on_attn(a.view(B, T, nh * dh))
         h, x = self._add_ln(h, torch.addmm(s.bo, a, s.woT) if s.bo is not None else a @ s.woT, s.ln2_w, s.ln2_b)
-        z = _linear_relu(x, s.w1, s.b1)
+        z = linear_relu(x, s.w1, s.b1)
         nk = neuron_keep if neuron_keep is not None else s.neuron_keep
         if nk is not None:
             z = (z.view(B, T, -1) * nk[:, None, :]).view(B * T, -1)

@@ -163,6 +163,22 @@ def _tune_on(x: torch.Tensor) -> bool:
             and not torch.cuda.is_current_stream_capturing())
 
 
+def cuda_time_ms(fn, reps: int = 5, rounds: int = 5) -> float:
+    """Best over `rounds` of the mean CUDA-event time (ms) of `reps` back-to-back calls; fn runs once first."""
+    fn()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(rounds):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        for _ in range(reps):
+            fn()
+        e1.record()
+        torch.cuda.synchronize()
+        best = min(best, e0.elapsed_time(e1) / reps)
+    return best
+
+
 def _pick(key, configs, launch, x: torch.Tensor):
     cfg = TUNED.get(key)
     if cfg is not None:
@@ -172,18 +188,7 @@ def _pick(key, configs, launch, x: torch.Tensor):
     best, best_t = configs[0], float("inf")
     for c in configs:
         try:
-            launch(c)  # compile
-            torch.cuda.synchronize()
-            ts = []
-            for _ in range(5):
-                e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                e0.record()
-                for _ in range(5):
-                    launch(c)
-                e1.record()
-                torch.cuda.synchronize()
-                ts.append(e0.elapsed_time(e1) / 5)
-            t = min(ts)
+            t = cuda_time_ms(lambda: launch(c))  # the first call compiles
         except Exception:  # a config this device cannot run (resources): skip it
             continue
         if t < best_t:

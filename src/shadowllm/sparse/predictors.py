@@ -27,9 +27,9 @@ def _init(out_f, in_f, dtype, device, gen):
     return w.to(dtype=dtype), b.to(dtype=dtype)
 
 
-def _linear_relu(x, w, b):
-    """relu(x w^T + b) for x [B, d]; one cuBLASLt call (bias + ReLU epilogue) on CUDA."""
-    if x.is_cuda and hasattr(torch, "_addmm_activation"):
+def linear_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """relu(x w^T + b) for x [M, d]; on CUDA one cuBLASLt call with a bias+ReLU epilogue (a kernel fewer)."""
+    if x.is_cuda and b is not None and hasattr(torch, "_addmm_activation"):
         return torch._addmm_activation(b, x, w.t())
     return F.relu(F.linear(x, w, b))
 
@@ -69,7 +69,7 @@ class ShadowPredictor:
     def __call__(self, a0: torch.Tensor) -> torch.Tensor:
         """a0 [B, d] -> scores [B, L, H+F] (heads first, then neurons)."""
         x = minmax(a0) if self.normalize else a0
-        h = _linear_relu(x.to(self.w1.dtype), self.w1, self.b1)
+        h = linear_relu(x.to(self.w1.dtype), self.w1, self.b1)
         return F.linear(h, self.w2, self.b2).view(a0.shape[0], self.L, self.H + self.F)
 
     def n_params(self) -> int:
@@ -97,7 +97,7 @@ class DejaVuPredictor:
 
     def __call__(self, l: int, x: torch.Tensor) -> torch.Tensor:
         """x [B, d] (layer l's input) -> scores [B, H+F] for layer l >= 1."""
-        h = _linear_relu(x, self.w1[l], self.b1[l])
+        h = linear_relu(x, self.w1[l], self.b1[l])
         return F.linear(h, self.w2[l], self.b2[l])
 
     def n_params(self) -> int:
