@@ -119,24 +119,19 @@ class MaskHooks:
         if hasattr(self.source, "attach"):
             self.handles += list(self.source.attach(ad) or [])
         for l in range(ad.n_layers):
-            self.handles.append(ad.attn_out(l).register_forward_pre_hook(self._head_hook(l)))
-            self.handles.append(ad.ffn_out(l).register_forward_pre_hook(self._neuron_hook(l)))
+            self.handles.append(ad.attn_out(l).register_forward_pre_hook(
+                self._hook(self.source.head_mask, l, ad.head_dim)))
+            self.handles.append(ad.ffn_out(l).register_forward_pre_hook(self._hook(self.source.neuron_mask, l, 1)))
         return self
 
-    def _head_hook(self, l):
+    @staticmethod
+    def _hook(mask_of, l: int, width: int):
+        """Pre-hook scaling the module's input by layer l's mask (each unit `width` features wide)."""
         def hook(module, args):
-            m = self.source.head_mask(l)
+            m = mask_of(l)
             if m is None:
                 return None
-            return (_scale(args[0], m.to(args[0].device), self.ad.head_dim),) + tuple(args[1:])
-        return hook
-
-    def _neuron_hook(self, l):
-        def hook(module, args):
-            m = self.source.neuron_mask(l)
-            if m is None:
-                return None
-            return (_scale(args[0], m.to(args[0].device), 1),) + tuple(args[1:])
+            return (_scale(args[0], m.to(args[0].device), width),) + tuple(args[1:])
         return hook
 
     def remove(self) -> None:

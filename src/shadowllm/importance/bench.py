@@ -170,27 +170,27 @@ def cmd_oracle(args) -> int:
     return 0
 
 
-def register(sub) -> None:
-    p = sub.add_parser("importance-bench", help="time / memory of collecting all criteria vs plainact")
-    p.add_argument("--model", default=None)
+def _workload_args(p, n: int) -> None:
+    """The arguments both commands share: which examples, how many, on what."""
     p.add_argument("--task", default="bb_cause_and_effect")
     p.add_argument("--k", type=int, default=5)
-    p.add_argument("--n", type=int, default=32)
+    p.add_argument("--n", type=int, default=n)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("importance-bench", help="time / memory of collecting all criteria vs plainact")
+    p.add_argument("--model", default=None)
+    _workload_args(p, n=32)
     p.add_argument("--criteria", default="plainact", help=argparse_suppress())
     p.add_argument("--one", action="store_true", help=argparse_suppress())
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("importance-oracle", help="Spearman of head scores vs single-head removal loss increase")
     p.add_argument("--model", required=True)
-    p.add_argument("--task", default="bb_cause_and_effect")
-    p.add_argument("--k", type=int, default=5)
-    p.add_argument("--n", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
+    _workload_args(p, n=64)
     p.set_defaults(func=cmd_oracle)
 
 
