@@ -1,6 +1,7 @@
 # shadowllm: reproducibility study of ShadowLLM (arXiv 2406.16635).
 #   snakemake --cores all                      the embedded default (tiny OPT trained here, shipped tasks)
-#   snakemake --cores all --configfile X.yaml  another configuration (see config/)
+#   snakemake --cores all --configfile X.yaml  another configuration (see config/); its outputs go under
+#                                              results/<its run name>/, never over another run's
 #   snakemake --profile slurm                  on a SLURM cluster (workflow/profiles/slurm)
 from snakemake.utils import min_version
 
@@ -17,17 +18,16 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/masks.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/importance.smk"
 include: "workflow/rules/latency.smk"
+include: "workflow/rules/figures.smk"
+include: "workflow/rules/publish.smk"
 include: "workflow/rules/selftest.smk"
 
 
 rule all:
     default_target: True
     input:
-        expand("figures/{model}/eval_vs_sparsity.png", model=MODELS),
-        expand("reports/{model}/eval.md", model=MODELS),
-        importance_traces_all(),
-        importance_figures_all() if IMP_TASKS else [],
-        rules.latency_all.input if config.get("latency") else [],
+        all_outputs(),

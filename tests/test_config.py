@@ -28,11 +28,32 @@ CASES = [
     (lambda c: c["models"].update(mine={"source": "local", "path": "/no/such/folder"}),
      ["'/no/such/folder'", "does not exist"]),
     (lambda c: c["models"]["tiny-opt"].update(source="cloud"), ["'cloud'", "train"]),
+    (lambda c: c["importance"].update(tasks=["bb_winowhy", "piqa"]),
+     ["config['importance']['tasks'][1] = 'piqa'", "calibration split"]),
+    (lambda c: c["importance"].update(dependence_k=3), ["dependence_k'] = 3", "traced shots [0, 5]"]),
+    (lambda c: c["latency"]["benches"]["size-opt-125m_L6"].update(sizes=["opt-7b"]), ["unknown OPT size 'opt-7b'"]),
+    (lambda c: c.pop("run"), ["'run' is a required property"]),
+    (lambda c: c.update(run="../escape"), ["config['run'] = '../escape'"]),
+    (lambda c: c["masks"].update(placement=6), ["config['masks']['placement'] = 6", "layers 0..5"]),
 ]
 
 
 def test_default_config_is_valid():
     validate(copy.deepcopy(DEFAULT))
+
+
+def test_defaults_come_from_the_schema_only():
+    """Absent keys of a present section are filled from the schema; absent sections stay absent (opt-in)."""
+    from shadowllm.config import fill_defaults, schema
+
+    cfg = {"run": "x", "models": {"m": {"source": "train"}}, "evaluation": {}}
+    full = validate(cfg)
+    props = schema()["properties"]
+    assert full["evaluation"]["batch_size"] == props["evaluation"]["properties"]["batch_size"]["default"]
+    assert full["models"]["m"]["dtype"] == "float32" and full["seed"] == 0 and full["publish"] is False
+    assert "latency" not in full and "importance" not in full and cfg == {"run": "x", "models": {"m": {
+        "source": "train"}}, "evaluation": {}}
+    assert fill_defaults(full) == full
 
 
 @pytest.mark.parametrize("mutate,needles", CASES)

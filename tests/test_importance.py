@@ -195,17 +195,17 @@ def test_batched_equals_one_by_one_and_padding_is_inert(model, batched):
         torch.testing.assert_close(batched.loss, other.loss[:4], rtol=1e-6, atol=1e-9)
 
 
-def test_predictor_inputs_are_attn_out_output_at_last_real_token(model, batched):
+def test_predictor_inputs_are_out_proj_input_at_last_real_token(model, batched):
     e = make_examples()[1]
-    outs = {}
-    hs = [model.model.decoder.layers[l].self_attn.out_proj.register_forward_hook(
-        lambda m, a, o, l=l: outs.__setitem__(l, o.detach())) for l in (0, 1)]
+    ins = {}
+    hs = [model.model.decoder.layers[l].self_attn.out_proj.register_forward_pre_hook(
+        lambda m, a, l=l: ins.__setitem__(l, a[0].detach())) for l in (0, 1)]
     with torch.no_grad():
         model(input_ids=torch.tensor([e.ctx_ids + e.cont_ids]))
     for h in hs:
         h.remove()
     for l in (0, 1):
-        torch.testing.assert_close(batched.inputs[l][1], outs[l][0, -1].float())
+        torch.testing.assert_close(batched.inputs[l][1], ins[l][0, -1].float())
 
 
 def test_gradient_free_criteria_run_without_backward(model, batched, monkeypatch):
@@ -237,7 +237,7 @@ def test_write_and_read_traces(model, batched, tmp_path):
     with pytest.raises(ValueError, match="head-only"):
         load_scores(tmp_path / "jacov.safetensors", "neurons")
     inp = load_inputs(tmp_path / "inputs.safetensors")
-    assert inp["ids"] == batched.ids and set(inp["attn_out"]) == {0, 1}
+    assert inp["ids"] == batched.ids and set(inp["predictor_input"]) == {0, 1}
     assert read_meta(tmp_path / "fisher.safetensors")["criterion"] == "fisher"
     meta = json.loads((tmp_path / "fisher.safetensors.meta.json").read_text())
     assert meta["config"]["k"] == 3
@@ -310,3 +310,18 @@ def test_kshot_prompts_deterministic_and_exclude_self():
         assert cont == rows[i]["choices"][rows[i]["gold"]]
     z = C.kshot_prompts(rows, 0, seed=7, max_examples=2)
     assert all(ctx == rows[int(pid)]["query"] for pid, ctx, _ in z)
+
+
+def test_traces_of_another_format_version_are_refused(batched, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    write_traces(tmp_path, batched, model="tiny", task="t", k=0, seed=0, neuron_traces="none")
+    for name in ("inputs", "plainact"):
+        p = tmp_path / f"{name}.safetensors"
+        md = read_meta(p)
+        save_file(load_file(str(p)), str(p), metadata={k: v if isinstance(v, str) else json.dumps(v)
+                                                      for k, v in {**md, "format_version": "1"}.items()})
+    with pytest.raises(ValueError, match="format version 1, expected 2"):
+        load_inputs(tmp_path / "inputs.safetensors")
+    with pytest.raises(ValueError, match="format version 1, expected 2"):
+        load_scores(tmp_path / "plainact.safetensors")

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from shadowllm import io
+from shadowllm import io, provenance
 from shadowllm.loading import ModelNotAvailable, load_model
 
 
@@ -50,7 +50,7 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert not target.exists() and list(tmp_path.iterdir()) == []
     io.write_json(target, {"a": 1})
     assert target.read_text().strip().startswith("{") and oct(target.stat().st_mode & 0o777) != "0o600"
-    io.write_meta(target, config={"x": 1}, seed=3)
+    provenance.write_meta(target, config={"x": 1}, seed=3)
     assert (tmp_path / "out.json.meta.json").is_file()
 
 
@@ -64,6 +64,7 @@ def test_cli_reports_unavailable_model_in_one_line(monkeypatch, capsys, tmp_path
     assert not (tmp_path / "m.st").exists()
 
 
+@pytest.mark.slow
 def test_killed_training_leaves_no_output(tmp_path):
     """SIGKILL in the middle of `shadowllm train`: neither the model folder nor the metrics file exists."""
     import json

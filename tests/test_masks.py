@@ -223,3 +223,35 @@ def test_mask_decided_inside_forward_from_layer0(opt_model):
     assert src.mask.heads[:, 1:].mean() == 0.5
     per_seq = src.mask.neurons[:, 1:].flatten(1)
     assert not torch.equal(per_seq[0], per_seq[1])  # per-sequence: the masks differ by prompt
+
+
+def test_non_binary_mask_is_not_saved(tmp_path, opt_model):
+    ad = get_adapter(opt_model)
+    m = Mask.ones(ad)
+    m.neurons[0, 1, 3] = 0.5
+    with pytest.raises(ValueError, match="neurons holds 1 value"):
+        m.save(tmp_path / "m.safetensors")
+    assert not list(tmp_path.iterdir())
+
+
+def test_one_layer_model_has_nothing_to_prune():
+    s = torch.rand(1, 1, 8)
+    assert torch.equal(topk_mask(s, 0.0), torch.ones(1, 1, 8))
+    with pytest.raises(ValueError, match="1-layer model has no layer after the placement layer 0"):
+        topk_mask(s, 0.5)
+
+
+def test_placement_keeps_layers_dense_and_units_choose_what_is_pruned():
+    g = torch.Generator().manual_seed(0)
+    hs, ns = torch.rand(2, 4, 6, generator=g), torch.rand(2, 4, 32, generator=g)
+    m = mask_from_scores(hs, ns, 0.5, "global", placement=1)
+    assert m.heads[:, :2].all() and m.neurons[:, :2].all()
+    assert (m.heads[:, 2:] == 0).sum(dim=(1, 2)).tolist() == [6, 6]   # exactly half of the 2 x 6 prunable heads
+    heads_only = mask_from_scores(hs, ns, 0.5, "local", units="heads")
+    assert heads_only.neurons.all() and torch.equal(heads_only.heads, mask_from_scores(hs, ns, 0.5, "local").heads)
+    neurons_only = mask_from_scores(hs, ns, 0.5, "local", units="neurons")
+    assert neurons_only.heads.all() and (neurons_only.neurons[:, 1:] == 0).sum().item() == 2 * 3 * 16
+    with pytest.raises(ValueError, match="placement layer 4 is outside"):
+        topk_mask(hs, 0.5, placement=4)
+    with pytest.raises(ValueError, match="units 'all'"):
+        mask_from_scores(hs, ns, 0.5, units="all")

@@ -50,9 +50,29 @@ def test_bench_latency_cli_and_figures(tmp_path, monkeypatch):
     meta = json.loads((tmp_path / "lat.csv.meta.json").read_text())
     assert meta["config"]["modes"] and meta["device"] == "cpu"
     figs = tmp_path / "figs"
-    assert main(["latency-figures", "--csv", str(out), "--outdir", str(figs), "--format", "png"]) == 0
+    from shadowllm.cli import main as shadowllm_main
+
+    assert shadowllm_main(["latency-figures", "--csv", str(out), "--outdir", str(figs), "--format", "png"]) == 0
     assert {p.name for p in figs.iterdir()} >= {"latency_vs_size.png", "latency_vs_sparsity.png",
                                                  "latency_vs_genlen.png"}
+
+
+def test_bench_latency_placement(tmp_path, monkeypatch):
+    """--placement reaches the predictor modes and their rows (dense / static rows leave it empty)."""
+    monkeypatch.setattr(bench, "measure_bandwidth", lambda dev, **kw: 10.0)
+    from shadowllm.sparse import shapes
+
+    monkeypatch.setitem(shapes.OPT_SHAPES, "opt-toy", shapes.OPTShape("opt-toy", 64, 3, 4, 256, vocab=100,
+                                                                     max_pos=64))
+    out = tmp_path / "lat.csv"
+    args = ["bench-latency", "--model", "opt-toy", "--sparsity", "0.5", "--gen-tokens", "2", "--prompt-len", "5",
+            "--repeats", "1", "--warmup", "0", "--predictor-hidden", "16", "--gather", "torch", "--out", str(out)]
+    assert main(args + ["--placement", "1"]) == 0
+    rows = {r["mode"]: r for r in _rows(out)}
+    assert len(rows) == 5 and list(_rows(out)[0])[-1] == "placement"
+    assert {m: r["placement"] for m, r in rows.items()} == {"dense": "", "static": "", "shadowllm-prompt": "1",
+                                                            "shadowllm-token": "1", "dejavu": "1"}
+    assert main(args + ["--placement", "3"]) == 2  # the toy has layers 0..2
 
 
 def test_bench_local_model_folder(tmp_path, monkeypatch):
@@ -77,6 +97,7 @@ def test_bench_rejects_bad_input(tmp_path):
     assert main(["bench-latency", "--model", "opt-125m", "--sparsity", "1.0", "--out", str(tmp_path / "x.csv")]) == 2
 
 
+@pytest.mark.slow
 def test_gpu_scripts_dry_run_on_cpu(tmp_path):
     """The GPU self-check's CPU dry run passes (every mode against the torch-gather path) and the grid
     script parses: both run unattended on a lent GPU, where a typo costs device time."""
@@ -88,10 +109,51 @@ def test_gpu_scripts_dry_run_on_cpu(tmp_path):
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(root / "src"))
     out = tmp_path / "check.txt"
-    r = subprocess.run([sys.executable, str(root / "reports/gpu/check_gpu.py"), "--device", "cpu", "--out", str(out)],
+    scripts = root / "workflow/scripts/gpu"
+    r = subprocess.run([sys.executable, str(scripts / "check_gpu.py"), "--device", "cpu", "--out", str(out)],
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     lines = out.read_text().splitlines()
     assert sum(line.startswith("PASS") for line in lines) == 10 and not any(line.startswith("FAIL") for line in lines)
-    r = subprocess.run(["bash", "-n", str(root / "reports/gpu/run_latency_grid.sh")], capture_output=True, text=True)
+    r = subprocess.run(["bash", "-n", str(scripts / "run_latency_grid.sh")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_bench_latency_runs_a_configured_bench(tmp_path, monkeypatch):
+    """--config FILE --bench NAME runs exactly that bench's settings (the GPU script's path to the workflow's
+    latency configuration); section values fill what the bench leaves unset."""
+    import yaml
+
+    monkeypatch.setattr(bench, "measure_bandwidth", lambda dev, **kw: 10.0)
+    from shadowllm.sparse import shapes
+
+    monkeypatch.setitem(shapes.OPT_SHAPES, "opt-toy", shapes.OPTShape("opt-toy", 64, 3, 4, 256, vocab=100,
+                                                                     max_pos=64))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"run": "t", "latency": {
+        "device": "cpu", "prompt_len": 5, "repeats": 2, "warmup": 0, "modes": ["dense", "static", "dejavu"],
+        "benches": {"b": {"sizes": ["opt-toy"], "sparsities": [0.25], "gen_tokens": [2], "modes": ["dense", "static"]}}}}))
+    out = tmp_path / "b.csv"
+    assert main(["bench-latency", "--config", str(cfg), "--bench", "b", "--gather", "torch", "--out", str(out)]) == 0
+    rows = _rows(out)
+    assert {r["mode"] for r in rows} == {"dense", "static"} and {r["gen_tokens"] for r in rows} == {"2"}
+    assert {float(r["sparsity"]) for r in rows if r["mode"] == "static"} == {0.25}
+    assert {r["prompt_len"] for r in rows} == {"5"} and {r["dtype"] for r in rows} == {"float32"}
+    assert main(["bench-latency", "--config", str(cfg), "--bench", "nope", "--out", str(out)]) == 2
+
+
+def test_gpu_script_benches_are_the_configured_ones():
+    """Every bench the GPU script runs is defined in config/gpu-h200.yaml, and vice versa."""
+    import re
+    from pathlib import Path
+
+    from shadowllm.config import latency_bench, load
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load([root / "config/gpu-h200.yaml"])
+    script = (root / "workflow/scripts/gpu/run_latency_grid.sh").read_text()
+    used = set(re.findall(r"\$\(bench ([A-Za-z0-9_.-]+)\)", script))
+    assert used == set(cfg["latency"]["benches"]), used ^ set(cfg["latency"]["benches"])
+    for name in used:
+        spec = latency_bench(cfg, name)
+        assert spec["device"] == "cuda" and spec["dtype"] == "float16" and spec["prompt_len"] == 128

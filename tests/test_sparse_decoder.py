@@ -6,7 +6,7 @@ import torch
 
 from shadowllm.adapter import get_adapter
 from shadowllm.masks import Mask, MaskHooks, StaticMask
-from shadowllm.sparse import OPTWeights, SparseOPT, make_static_mask
+from shadowllm.sparse import OPTWeights, SparseOPT, make_static_mask, weight_bytes_per_token
 
 transformers = pytest.importorskip("transformers")
 
@@ -149,7 +149,7 @@ def test_shadowllm_prompt_equals_masked_stock(B):
 def test_unaligned_widths_are_padded_exactly(B):
     """At 30 % sparsity a layer keeps 179 of 256 neurons: the sliced FFN buffers are padded to 184 rows with
     zeros (aligned for cuBLAS), and static and per-prompt decoding still equal the masked stock model."""
-    from shadowllm.sparse.decoder import ALIGN
+    from shadowllm.sparse.slices import ALIGN
 
     model = tiny_opt()
     w = OPTWeights.from_hf(model)
@@ -211,6 +211,7 @@ def test_per_token_active_kv_runs():
 
 def test_rejects_post_ln():
     from transformers import OPTConfig, OPTForCausalLM
+
     from shadowllm.sparse import parse_size
 
     cfg = OPTConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, ffn_dim=64, num_attention_heads=2,
@@ -230,18 +231,23 @@ def test_random_weights_shape_generates():
     for mode in ("dense", "shadowllm-prompt", "shadowllm-token", "dejavu"):
         dec = SparseOPT(w, mode, 0.75, predictor_hidden=16)
         assert dec.generate(prompt(B=1, V=50), 3).shape == (1, 4)
-        assert dec.weight_bytes_per_token() > 0
+        assert weight_bytes_per_token(dec) > 0
 
 
 @pytest.mark.parametrize("mode", ["dense", "shadowllm-prompt", "shadowllm-token", "dejavu"])
 def test_graph_mode_step_matches_eager(mode):
     """The CUDA-graph decode step (t0=None: whole-buffer attention with a position mask, device-side
     position) computes what the eager step computes; checked on CPU without capturing."""
+    _graph_step_matches_eager(mode)
+
+
+def _graph_step_matches_eager(mode, placement=0):
     model = tiny_opt()
     w = OPTWeights.from_hf(model)
     ids = prompt(B=2)
-    a = SparseOPT(w, mode, 0.5, predictor_hidden=32, gather="torch", lookahead=mode == "dejavu")
-    b = SparseOPT(w, mode, 0.5, predictor_hidden=32, gather="torch", lookahead=mode == "dejavu")
+    kw = dict(predictor_hidden=32, gather="torch", lookahead=mode == "dejavu", placement=placement)
+    a = SparseOPT(w, mode, 0.5, **kw)
+    b = SparseOPT(w, mode, 0.5, **kw)
     for d in (a, b):
         d.setup(2, 20)
     nxt_a = a.prefill(ids)[:, -1].argmax(-1)
@@ -255,3 +261,104 @@ def test_graph_mode_step_matches_eager(mode):
         # softmax runs in float32 (as in stock OPT) over a longer, masked row: float32-level agreement
         torch.testing.assert_close(lb, la, rtol=1e-5, atol=1e-6)
         nxt_a, nxt_b = la.argmax(-1), lb.argmax(-1)
+
+
+# ---- placement: layers 0..p dense, the predictors read / start after layer p ---------------------------
+
+def _attn_out_last(model, ids, layer):
+    """Stock model: layer `layer`'s attention output (the input of its out_proj) at the last token [B, d]."""
+    got = {}
+    h = get_adapter(model).attn_out(layer).register_forward_pre_hook(lambda m, args: got.setdefault("a", args[0]))
+    try:
+        with torch.no_grad():
+            model(input_ids=ids)
+    finally:
+        h.remove()
+    return got["a"][:, -1]
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_placement_shadowllm_prompt_equals_masked_stock(B):
+    model = tiny_opt()
+    w = OPTWeights.from_hf(model)
+    ids = prompt(B=B)
+    dec = SparseOPT(w, "shadowllm-prompt", 0.5, predictor_hidden=32, seed=B, placement=1)
+    dec.record = True
+    seq, l0, dl = run(dec, ids, 6)
+    _, hm, nm = dec.trace[0]
+    assert (hm[:, :2] == 1).all() and (nm[:, :2] == 1).all()
+    assert (hm[:, 2].sum(-1) == 2).all() and (nm[:, 2].sum(-1) == 128).all()
+    # the predictor read layer 1's attention output at the last prompt token; its rows 2: are the masks
+    scores = dec.shadow(_attn_out_last(model, ids, 1))[:, 2]
+    assert torch.equal(hm[:, 2], torch.zeros(B, 4).scatter_(-1, scores[:, :4].topk(2).indices, 1.0))
+    assert torch.equal(nm[:, 2], torch.zeros(B, 256).scatter_(-1, scores[:, 4:].topk(128).indices, 1.0))
+    # layers 0 and 1 keep every head in the KV cache; layer 2 only the kept ones
+    assert dec.K[0].shape[1] == dec.K[1].shape[1] == 4 and dec.K[2].shape[1] == min(B * 2, 4)
+    check_against(stock_logits(model, seq, Mask(hm, nm)), ids, l0, dl, 1e-9)
+
+
+@pytest.mark.parametrize("mode,lookahead", [("shadowllm-token", False), ("dejavu", False), ("dejavu", True)])
+def test_placement_per_token_equals_masked_stock(mode, lookahead):
+    model = tiny_opt()
+    w = OPTWeights.from_hf(model)
+    ids = prompt(B=2)
+    dec = SparseOPT(w, mode, 0.5, predictor_hidden=32, gather="torch", lookahead=lookahead, placement=1)
+    dec.record = True
+    n_new = 6
+    seq, l0, dl = run(dec, ids, n_new)
+    assert len(dec.trace) == 1 + n_new
+    for _, hm, nm in dec.trace:
+        assert (hm[:, :2] == 1).all() and (nm[:, :2] == 1).all()
+        assert (hm[:, 2].sum(-1) == 2).all() and (nm[:, 2].sum(-1) == 128).all()
+    assert any(not torch.equal(dec.trace[i][2], dec.trace[i + 1][2]) for i in range(1, n_new))  # masks change
+    if mode == "shadowllm-token":  # the prompt's mask comes from layer 1's attention output
+        scores = dec.shadow(_attn_out_last(model, ids, 1))[:, 2]
+    else:  # ... or from layer 2's input via layer 2's own predictor (the prompt never looks ahead)
+        with torch.no_grad():
+            x = model(input_ids=ids, output_hidden_states=True).hidden_states[2][:, -1]
+        scores = dec.dejavu_pred(2, x)
+    assert torch.equal(dec.trace[0][1][:, 2], torch.zeros(2, 4).scatter_(-1, scores[:, :4].topk(2).indices, 1.0))
+    heads, neurons = _masks_per_position(dec.trace)
+    check_against(per_token_reference(model, seq, heads, neurons), ids, l0, dl, 1e-9)
+
+
+@pytest.mark.parametrize("mode", ["shadowllm-prompt", "shadowllm-token", "dejavu"])
+def test_placement_last_layer_runs_dense(mode):
+    """placement = L-1 leaves nothing to prune: every mode is the dense stock model."""
+    model = tiny_opt()
+    w = OPTWeights.from_hf(model)
+    ids = prompt(B=2)
+    dec = SparseOPT(w, mode, 0.5, predictor_hidden=32, gather="torch", lookahead=mode == "dejavu", placement=2)
+    seq, l0, dl = run(dec, ids, 4)
+    check_against(stock_logits(model, seq), ids, l0, dl, 1e-9)
+
+
+@pytest.mark.parametrize("mode", ["shadowllm-prompt", "shadowllm-token", "dejavu"])
+def test_placement_graph_step_matches_eager(mode):
+    _graph_step_matches_eager(mode, placement=1)
+
+
+def test_placement_rejected_outside_layers():
+    w = OPTWeights.from_hf(tiny_opt())
+    for bad in (-1, 3):
+        with pytest.raises(ValueError, match=rf"placement layer {bad} .*0\.\.2"):
+            SparseOPT(w, "shadowllm-prompt", 0.5, predictor_hidden=32, placement=bad)
+
+
+def test_placement_weight_bytes_count_dense_layers():
+    """Bytes per token follow the placement: more dense layers read more; placement L-1 reads what dense
+    reads (+ the per-token ShadowLLM predictor)."""
+    from shadowllm.sparse.bench import layer_bytes
+
+    w = OPTWeights.from_hf(tiny_opt(dtype=torch.float32))
+    dense = weight_bytes_per_token(SparseOPT(w, "dense"))
+    for mode in ("shadowllm-prompt", "shadowllm-token", "dejavu"):
+        decs = [SparseOPT(w, mode, 0.5, predictor_hidden=32, placement=p) for p in range(3)]
+        for d in decs:
+            d.setup(1, 16)
+        nb = [weight_bytes_per_token(d) for d in decs]
+        assert nb[0] < nb[1] < nb[2], (mode, nb)
+        extra = decs[2].shadow.n_params() * 4 if mode == "shadowllm-token" else 0
+        assert nb[2] == dense + extra, (mode, nb, dense)
+    p = SparseOPT(w, "shadowllm-prompt", 0.5, predictor_hidden=32, placement=1).setup(1, 16)
+    assert weight_bytes_per_token(p) == dense - layer_bytes(w, 2) + layer_bytes(w, 2, 2 / 4, 128 / 256)

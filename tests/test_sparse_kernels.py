@@ -67,6 +67,7 @@ def test_triton_kernels_interpreted():
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_triton_decoder_equals_torch_gathers_interpreted():
     """The per-token decoder through the Triton kernels (interpreted on CPU) equals the torch-gather path,
     fp32 and fp16, both KV policies, batch 1 and 2 (the GPU run uses these same kernels)."""

@@ -6,13 +6,18 @@ Hook points (the tensors that masks and importance criteria act on):
   ffn_out(l):  the FFN down projection (OPT fc2, Llama down_proj). Its INPUT is the activated FFN
                hidden Z: [B, T, F] (OPT flattens it to [B*T, F]); neuron j is Z[..., j].
   ffn_in(l):   the FFN up projection(s) whose row j feeds neuron j (OPT [fc1], Llama [gate_proj, up_proj]).
+  predictor_input(l): the input of attn_out(l), A, read by the importance predictors at placement layer l
+               (traces, masks decided in the forward pass, the sliced decoder: one tensor everywhere).
 Zeroing the input of attn_out / ffn_out removes a head / neuron from the residual stream exactly.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
+import torch
 import torch.nn as nn
+from torch.utils.hooks import RemovableHandle
 
 
 @dataclass
@@ -35,10 +40,6 @@ class Adapter:
     def attn(self, l: int) -> nn.Module:
         return self.layers()[l].self_attn
 
-    def qkv(self, l: int) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
-        a = self.attn(l)
-        return a.q_proj, a.k_proj, a.v_proj
-
     def attn_out(self, l: int) -> nn.Linear:
         a = self.attn(l)
         return a.out_proj if self.family == "opt" else a.o_proj
@@ -53,9 +54,18 @@ class Adapter:
         layer = self.layers()[l]
         return layer.fc2 if self.family == "opt" else layer.mlp.down_proj
 
-    @property
-    def n_units(self) -> dict[str, int]:
-        return {"heads": self.n_heads, "neurons": self.n_neurons}
+    # ---- the predictor input -------------------------------------------------------------
+    def predictor_input(self, l: int) -> nn.Module:
+        """The module whose INPUT is the predictor's input at placement layer l: the per-head attention
+        output A [B, T, H*dh] entering the attention out-projection (what the sliced decoder reads)."""
+        return self.attn_out(l)
+
+    def on_predictor_input(self, l: int, fn: Callable[[torch.Tensor], None]) -> RemovableHandle:
+        """Call fn(A [B, T, H*dh]) whenever layer l's predictor input is computed; returns the hook handle.
+        Register it before any hook that rescales the same tensor (masks, gates), so fn sees it unscaled."""
+        def hook(module, args):
+            fn(args[0])
+        return self.predictor_input(l).register_forward_pre_hook(hook)
 
 
 def get_adapter(model: nn.Module) -> Adapter:

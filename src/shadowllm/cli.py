@@ -1,8 +1,7 @@
-"""`shadowllm` command-line interface: one subcommand per workflow step.
+"""`shadowllm` command line: one subcommand per workflow step, so any single output can be rebuilt by hand.
 
-Every Snakemake rule calls one of these, so any single output can be rebuilt by hand, e.g.
-    shadowllm eval-ppl --model results/models/tiny-opt/model --out results/eval/tiny-opt/dense/perplexity.json
-Stage packages add their own subcommands through a `register(subparsers)` function listed in STAGES.
+Each stage owns its command-line module (`register(subparsers)`); STAGES lists them, in help order.
+The model arguments and their defaults are defined once here (`add_model_args`).
 """
 from __future__ import annotations
 
@@ -11,23 +10,52 @@ import importlib
 import sys
 
 STAGES = [
-    "shadowllm.commands",            # data, train, evaluation, masks, tables, figures
-    "shadowllm.importance.cli",      # importance traces (criteria)
+    "shadowllm.data.cli",            # prepare-tasks
+    "shadowllm.train.cli",           # train (the embedded tiny OPT)
+    "shadowllm.masks.cli",           # make-mask
+    "shadowllm.evaluate.cli",        # evaluate, table, report-eval
+    "shadowllm.importance.cli",      # importance traces, input dependence, benchmarks
     "shadowllm.sparse.cli",          # sliced execution and latency
+    "shadowllm.figures.cli",         # every figure, drawn from results tables
+    "shadowllm.workflow_cli",        # check-config, publish
 ]
 
+# The one set of defaults for the model arguments of every subcommand.
+MODEL_DEFAULTS = {"dtype": "float32", "device": "auto", "threads": 0}
+DTYPES = ("float32", "float16", "bfloat16")
 
-def build_parser() -> argparse.ArgumentParser:
+
+def add_model_args(p: argparse.ArgumentParser, model_help: str = "hub id or local model folder",
+                   model: bool = True, gguf: bool = True) -> None:
+    """--model, --gguf-file, --dtype, --device, --threads with the shared defaults."""
+    g = p.add_argument_group("model")
+    if model:
+        g.add_argument("--model", required=True, help=model_help)
+    if gguf:
+        g.add_argument("--gguf-file", default=None, help="GGUF file inside the --model folder")
+    g.add_argument("--dtype", default=MODEL_DEFAULTS["dtype"], choices=DTYPES)
+    g.add_argument("--device", default=MODEL_DEFAULTS["device"], help="cpu, cuda, cuda:N or auto (cuda if available)")
+    g.add_argument("--threads", type=int, default=MODEL_DEFAULTS["threads"],
+                   help="torch CPU threads (0: torch's default; the workflow fixes it for repeatable numbers)")
+
+
+def set_threads(n: int) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def args_config(args) -> dict:
+    """The parsed arguments as a JSON-able dict (for provenance sidecars)."""
+    return {k: v for k, v in vars(args).items() if k != "func"}
+
+
+def build_parser(stages=STAGES) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shadowllm", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name in STAGES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and name.startswith(e.name):  # stage not present in this checkout
-                continue
-            raise
-        mod.register(sub)
+    for name in stages:
+        importlib.import_module(name).register(sub)
     return p
 
 

@@ -1,13 +1,14 @@
-"""Workflow config validation: the JSON schema (workflow/schemas/config.schema.yaml) plus the checks
-a schema cannot express (task names, model folders). Errors name the bad value and what was expected.
+"""Workflow configuration: the JSON schema shipped in the package (defaults live there only), plus the checks
+a schema cannot express (task names, model folders, shapes). Errors name the bad value and what was expected.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import yaml
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 # lm-eval tasks usable on a machine with a hub (the paper's), besides the shipped local ones
 HUB_TASKS = {"piqa", "copa", "openbookqa", "winogrande", "rte", "hellaswag", "arc_easy", "arc_challenge",
              "boolq", "wikitext"}
@@ -21,11 +22,14 @@ def _where(path) -> str:
     return "config" + "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in path)
 
 
+def schema(schema_path: Path = SCHEMA) -> dict:
+    return yaml.safe_load(Path(schema_path).read_text())
+
+
 def schema_errors(cfg: dict, schema_path: Path = SCHEMA) -> list[str]:
     import jsonschema
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    v = jsonschema.Draft202012Validator(schema)
+    v = jsonschema.Draft202012Validator(schema(schema_path))
     msgs = []
     for e in sorted(v.iter_errors(cfg), key=lambda e: list(e.absolute_path)):
         if e.validator == "additionalProperties":
@@ -35,37 +39,166 @@ def schema_errors(cfg: dict, schema_path: Path = SCHEMA) -> list[str]:
         elif e.validator in ("minimum", "maximum", "exclusiveMaximum", "exclusiveMinimum"):
             bound = {"minimum": ">=", "maximum": "<=", "exclusiveMaximum": "<", "exclusiveMinimum": ">"}[e.validator]
             msgs.append(f"{_where(e.absolute_path)} = {e.instance!r}: expected a value {bound} {e.validator_value}")
+        elif e.validator == "required":
+            msgs.append(f"{_where(e.absolute_path)}: {e.message}")
         else:
             msgs.append(f"{_where(e.absolute_path)} = {e.instance!r}: {e.message}")
     return msgs
 
 
-def semantic_errors(cfg: dict, root: Path = Path(".")) -> list[str]:
+def fill_defaults(cfg, sch: dict | None = None):
+    """A copy of cfg with every missing key that has a schema default set to it (recursively, inside the
+    sections and objects that are present)."""
+    sch = schema() if sch is None else sch
+    out = copy.deepcopy(cfg)
+    if not isinstance(out, dict) or sch.get("type") != "object":
+        return out
+    props = sch.get("properties", {})
+    for key, sub in props.items():
+        if key not in out and "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+        if key in out:
+            out[key] = fill_defaults(out[key], sub)
+    extra = sch.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in out:
+            if key not in props:
+                out[key] = fill_defaults(out[key], extra)
+    return out
+
+
+def _task_errors(cfg: dict) -> list[str]:
     from . import data
 
     msgs = []
     local = set(data.task_names()) | {"corpus_test"}
-    ev = cfg.get("evaluation", {})
-    for t in list(ev.get("tasks", [])) + [ev.get("ppl_task", "corpus_test")]:
-        if t not in local and t not in HUB_TASKS:
-            msgs.append(f"config['evaluation'] task {t!r} is unknown; expected a shipped task {sorted(local)} "
-                        f"or an lm-eval hub task {sorted(HUB_TASKS)}")
+    ev = cfg.get("evaluation")
+    if ev is not None:
+        for t in list(ev["tasks"]) + [ev["ppl_task"]]:
+            if t not in local and t not in HUB_TASKS:
+                msgs.append(f"config['evaluation'] task {t!r} is unknown; expected a shipped task {sorted(local)} "
+                            f"or an lm-eval hub task {sorted(HUB_TASKS)}")
+    imp = cfg.get("importance")
+    if imp is not None:
+        shipped = data.task_names()
+        for i, t in enumerate(imp["tasks"]):
+            if t not in shipped:
+                msgs.append(f"config['importance']['tasks'][{i}] = {t!r}: traces need a shipped task with a "
+                            f"calibration split; expected one of {sorted(shipped)}")
+        if imp["tasks"]:
+            if imp["dependence_criterion"] not in imp["criteria"]:
+                msgs.append(f"config['importance']['dependence_criterion'] = {imp['dependence_criterion']!r}: "
+                            f"expected one of the traced criteria {imp['criteria']}")
+            if imp["dependence_k"] not in imp["shots"]:
+                msgs.append(f"config['importance']['dependence_k'] = {imp['dependence_k']!r}: expected one of the "
+                            f"traced shots {imp['shots']}")
+        nt = imp["neuron_traces"]
+        if isinstance(nt, str) and nt not in ("all", "none"):
+            msgs.append(f"config['importance']['neuron_traces'] = {nt!r}: expected 'all', 'none' or a list")
+        elif isinstance(nt, list):
+            for c in nt:
+                if c not in imp["criteria"]:
+                    msgs.append(f"config['importance']['neuron_traces'] names {c!r}: expected traced criteria "
+                                f"{imp['criteria']}")
+    return msgs
+
+
+def _model_errors(cfg: dict, root: Path) -> list[str]:
+    msgs = []
     for name, m in cfg.get("models", {}).items():
-        if m.get("source") == "local":
+        if m["source"] == "local":
             p = m.get("path")
             if not p or not (root / p).expanduser().is_dir():
                 msgs.append(f"config['models'][{name!r}]['path'] = {p!r}: model folder does not exist "
                             f"(expected a folder written by save_pretrained)")
-        if m.get("source") == "hub" and not m.get("path"):
+        if m["source"] == "hub" and not m.get("path"):
             msgs.append(f"config['models'][{name!r}]: source 'hub' needs 'path' (a hub id like 'facebook/opt-1.3b')")
+        if m["source"] == "train":
+            n_layers = m.get("train", {}).get("n_layers", 6)
+            for sec in ("masks",):
+                pl = cfg.get(sec, {}).get("placement", 0)
+                if pl >= n_layers:
+                    msgs.append(f"config[{sec!r}]['placement'] = {pl}: outside model {name!r}'s layers "
+                                f"0..{n_layers - 1}")
+            for pl in cfg.get("importance", {}).get("placement_layers", []):
+                if pl >= n_layers:
+                    msgs.append(f"config['importance']['placement_layers'] has {pl}: outside model {name!r}'s "
+                                f"layers 0..{n_layers - 1}")
+    if ("masks" in cfg or "importance" in cfg) and "models" not in cfg:
+        msgs.append("config: 'masks' and 'importance' need 'models'")
+    if "masks" in cfg and "evaluation" not in cfg:
+        msgs.append("config: 'masks' are evaluated: it needs an 'evaluation' section")
     return msgs
 
 
+def _latency_errors(cfg: dict) -> list[str]:
+    from .sparse.shapes import parse_size
+
+    msgs = []
+    lat = cfg.get("latency")
+    if lat is None:
+        return msgs
+    for name, b in lat["benches"].items():
+        for i, s in enumerate(b["sizes"]):
+            try:
+                shape = parse_size(s)
+            except ValueError as e:
+                msgs.append(f"config['latency']['benches'][{name!r}]['sizes'][{i}]: {e}")
+                continue
+            pl = b.get("placement", lat["placement"])
+            if pl >= shape.layers:
+                msgs.append(f"config['latency']['benches'][{name!r}]: placement {pl} is outside {s}'s layers "
+                            f"0..{shape.layers - 1}")
+    return msgs
+
+
+def semantic_errors(cfg: dict, root: Path = Path(".")) -> list[str]:
+    """Checks on a schema-valid configuration with its defaults filled."""
+    return _task_errors(cfg) + _model_errors(cfg, root) + _latency_errors(cfg)
+
+
 def validate(cfg: dict, root: Path = Path(".")) -> dict:
-    """Raise ConfigError listing every problem, or return cfg."""
+    """Raise ConfigError listing every problem, or return cfg with its schema defaults filled."""
     msgs = schema_errors(cfg)
-    if not msgs:
-        msgs = semantic_errors(cfg, root)
     if msgs:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(msgs))
-    return cfg
+    full = fill_defaults(cfg)
+    msgs = semantic_errors(full, root)
+    if msgs:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(msgs))
+    return full
+
+
+def _merge(a: dict, b: dict) -> dict:
+    """b over a, recursively for nested dicts (as Snakemake merges several --configfile)."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load(files) -> dict:
+    """Read and merge config files, validate them, fill defaults."""
+    cfg = {}
+    for f in files:
+        p = Path(f)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file {str(f)!r} does not exist")
+        cfg = _merge(cfg, yaml.safe_load(p.read_text()) or {})
+    return validate(cfg)
+
+
+def latency_bench(cfg: dict, name: str) -> dict:
+    """The resolved settings of one latency bench: its own keys over the section's (defaults filled)."""
+    lat = fill_defaults(cfg)["latency"]
+    if name not in lat["benches"]:
+        raise ValueError(f"latency bench {name!r} is not in the configuration; expected one of {sorted(lat['benches'])}")
+    b = lat["benches"][name]
+    keys = ("device", "dtype", "modes", "batch", "prompt_len", "repeats", "warmup", "kv_policy", "lookahead",
+            "placement")
+    out = {k: b.get(k, lat[k]) for k in keys}
+    out.update(sizes=b["sizes"], sparsities=b["sparsities"], gen_tokens=b["gen_tokens"],
+               time_budget=b.get("time_budget"))
+    if out["dtype"] == "auto":
+        out["dtype"] = "float16" if out["device"].startswith("cuda") else "float32"
+    return out

@@ -1,34 +1,62 @@
-# Helpers shared by every rule file: config validation, model paths, resources.
+# Helpers shared by every rules file (configuration, paths of every output, resources). Only functions and
+# constants live here; the other files hold the workflow's steps only, as snakemake --lint asks.
 import json
+import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate as _sm_validate
 
-from shadowllm.config import ConfigError, validate as _validate_config
+from shadowllm.config import ConfigError, latency_bench, validate as _validate_config
 
-try:
-    _validate_config(config)  # clear messages naming the bad value, before any job runs
+try:  # every stage's keys, with messages naming the bad value, before any job runs; fills schema defaults
+    _full = _validate_config(config)
 except ConfigError as e:
     raise WorkflowError(str(e))
-_sm_validate(config, "../schemas/config.schema.yaml")  # fills schema defaults
+config.clear()
+config.update(_full)
 
+# The conda env's post-deploy script installs the package from here (envs/shadowllm.post-deploy.sh).
+os.environ.update({"SHADOWLLM_SRC": str(Path(workflow.basedir).resolve())})
+
+RUN = config["run"]
+R = f"results/{RUN}"  # every output of this configuration lives under R (logs/{RUN}, benchmarks/{RUN})
+L = f"logs/{RUN}"
+B = f"benchmarks/{RUN}"
 SEED = config["seed"]
 THREADS = config["threads"]
 DEVICE = config["device"]
-MODELS = config["models"]
-EVAL = config["evaluation"]
-MASKS = config.get("masks", {"kinds": ["random"], "style": "global", "sparsity": [0.2, 0.4, 0.6]})
-TASK_DIR = "results/data/tasks"
+MODELS = config.get("models", {})
+EVAL = config.get("evaluation")
+MASKS = config.get("masks")
+IMP = config.get("importance")
+LAT = config.get("latency")
 CONDA_ENV = "../../envs/shadowllm.yaml"  # for --software-deployment-method conda
+TASK_DIR = f"{R}/data/tasks"
+# a GPU is requested only by jobs that would use one: model jobs on device cuda or auto
+MODEL_GPU = 0 if DEVICE == "cpu" else 1
+
+# The axes of a grid point, in path order: a path names every axis (see shadowllm.evaluate.tables.AXES).
+POINT = ("source={source}/criterion={criterion}/placement={placement}/style={style}/units={units}/"
+         "protocol={protocol}/sparsity={sparsity}")
+DENSE = dict(source="dense", criterion="none", placement=0, style="none", units="none", protocol="none",
+             sparsity=0.0)
 
 
 wildcard_constraints:
     model="[A-Za-z0-9_.-]+",
-    sparsity="[0-9.]+",
-    style="local|global|hybrid",
-    kind="[a-z_]+",
+    source="[a-z_]+",
+    criterion="[a-z_0-9]+",
+    placement=r"\d+",
+    style="[a-z]+",
+    units="[a-z]+",
+    protocol="[a-z]+",
+    sparsity=r"[0-9]+\.[0-9]+",
+    task="[A-Za-z0-9_]+",
+    k=r"\d+",
+    bench="[A-Za-z0-9_.-]+",
 
+
+# ---- models ------------------------------------------------------------------------------------------
 
 def model_cfg(model):
     if model not in MODELS:
@@ -39,28 +67,36 @@ def model_cfg(model):
 def model_path(model):
     """What `--model` gets: the trained folder, a hub id or a local folder."""
     m = model_cfg(model)
-    return f"results/models/{model}/model" if m["source"] == "train" else m["path"]
+    return f"{R}/models/{model}/model" if m["source"] == "train" else m["path"]
 
 
 def model_input(wildcards):
     """Snakemake inputs for a model: the trained folder for source 'train', nothing otherwise."""
     m = model_cfg(wildcards.model)
-    return [f"results/models/{wildcards.model}/model"] if m["source"] == "train" else []
+    return [f"{R}/models/{wildcards.model}/model"] if m["source"] == "train" else []
 
 
-def model_flags(model):
-    m = model_cfg(model)
-    flags = f"--model {model_path(model)} --dtype {m.get('dtype', 'float32')} --device {DEVICE} --threads {THREADS}"
+def model_flags(wildcards):
+    m = model_cfg(wildcards.model)
+    flags = f"--model {model_path(wildcards.model)} --dtype {m['dtype']} --device {DEVICE}"
     if m.get("gguf_file"):
         flags += f" --gguf-file {m['gguf_file']}"
     return flags
 
 
-def params_b(wildcards):
-    return float(model_cfg(wildcards.model).get("params_b", 0.01)) if hasattr(wildcards, "model") else 0.01
+def train_params(wildcards):
+    return json.dumps(model_cfg(wildcards.model).get("train", {}))
+
+
+def train_metrics(wildcards):
+    return [f"{R}/models/{wildcards.model}/train.json"] if model_cfg(wildcards.model)["source"] == "train" else []
 
 
 # ---- resources: scale with model size (billions of parameters) and with the retry attempt --------
+
+def params_b(wildcards):
+    return float(model_cfg(wildcards.model)["params_b"]) if hasattr(wildcards, "model") else 0.01
+
 
 def mem_mb_for(base_mb, per_b_mb=0):
     def f(wildcards, attempt):
@@ -74,9 +110,153 @@ def runtime_for(base_min, per_b_min=0):
     return f
 
 
-def mask_names():
-    return [f"{k}_s{s}_{MASKS['style']}" for k in MASKS["kinds"] for s in MASKS["sparsity"]]
+def selftest_mem(base_mb):
+    """Memory that grows with the attempt number, like the workflow's real jobs."""
+    return lambda wildcards, attempt: base_mb * attempt
+
+
+# ---- evaluation grid -----------------------------------------------------------------------------
+
+def point(**kw):
+    return POINT.format(**kw)
+
+
+def mask_points():
+    if not MASKS:
+        return []
+    return [point(source=k, criterion="none", placement=MASKS["placement"], style=MASKS["style"],
+                  units=MASKS["units"], protocol="none", sparsity=float(s))
+            for k in MASKS["kinds"] for s in MASKS["sparsity"]]
+
+
+def eval_points():
+    return [point(**DENSE)] + mask_points()
+
+
+def eval_jsons(wildcards):
+    return [f"{R}/eval/{wildcards.model}/{p}.json" for p in eval_points()]
 
 
 def eval_tasks():
-    return [EVAL["ppl_task"]] + list(EVAL["tasks"])
+    return ",".join([EVAL["ppl_task"]] + list(EVAL["tasks"])) if EVAL else ""
+
+
+def eval_limit():
+    return f"--limit {EVAL['limit']}" if EVAL and EVAL["limit"] else ""
+
+
+def mask_file(wildcards):
+    """A grid point's mask file; the dense point has none."""
+    if wildcards.source == "dense":
+        return []
+    return [f"{R}/masks/{wildcards.model}/{point(**dict(wildcards))}.safetensors"]
+
+
+def mask_flag(wildcards, input):
+    return f"--mask {input.mask}" if input.mask else ""
+
+
+# ---- importance ----------------------------------------------------------------------------------
+
+def imp_criteria():
+    return IMP["criteria"] if IMP else []
+
+
+def imp_traces_all():
+    if not IMP or not IMP["tasks"]:
+        return []
+    return expand(f"{R}/importance/{{model}}/{{task}}/k{{k}}/{{crit}}.safetensors", model=list(MODELS),
+                  task=IMP["tasks"], k=IMP["shots"], crit=IMP["criteria"])
+
+
+def imp_neuron_traces():
+    nt = IMP["neuron_traces"]
+    return nt if isinstance(nt, str) else ",".join(nt)
+
+
+def dependence_traces(wildcards):
+    return expand(f"{R}/importance/{wildcards.model}/{{task}}/k{IMP['dependence_k']}/"
+                  f"{IMP['dependence_criterion']}.safetensors", task=IMP["tasks"])
+
+
+def dependence_title(wildcards):
+    return (f"{wildcards.model}: input dependence of head importance ({IMP['dependence_criterion']}, "
+            f"{IMP['dependence_k']}-shot)")
+
+
+# ---- latency -------------------------------------------------------------------------------------
+
+def lat_benches():
+    return list(LAT["benches"]) if LAT else []
+
+
+def lat_spec(wildcards):
+    return json.dumps(latency_bench(config, wildcards.bench), sort_keys=True)
+
+
+def lat_gpu(wildcards=None):
+    return 1 if LAT and LAT["device"].startswith("cuda") else 0
+
+
+def lat_gb(wildcards):
+    """Resident GB of the largest random-weight model of a bench (weights + sliced copies + workspace)."""
+    from shadowllm.sparse.shapes import parse_size
+
+    b = latency_bench(config, wildcards.bench)
+    es = 2 if b["dtype"] in ("float16", "bfloat16") else 4
+    return max(parse_size(s).params_b for s in b["sizes"]) * es * 2.2
+
+
+def lat_mem_mb(wildcards, attempt):
+    base = 8000 if lat_gpu() else 1500 + 1000 * lat_gb(wildcards)
+    return int(base * (1.5 ** (attempt - 1)))
+
+
+def lat_runtime(wildcards, attempt):
+    b = latency_bench(config, wildcards.bench)
+    n = len(b["modes"]) * len(b["sizes"]) * len(b["sparsities"]) * len(b["gen_tokens"])
+    return int((10 + 2 * n * max(1.0, lat_gb(wildcards))) * (2 ** (attempt - 1)))
+
+
+def lat_threads():
+    return 1 if lat_gpu() else THREADS
+
+
+def lat_csvs():
+    return [f"{R}/latency/{b}.csv" for b in lat_benches()]
+
+
+# ---- figures, reports and what the run publishes ---------------------------------------------------
+
+LAT_FIGURES = ["latency_vs_size", "latency_vs_sparsity", "latency_vs_genlen"]
+
+
+def final_outputs():
+    """(result path, committed path) of every final figure and report of this configuration."""
+    out = []
+    for m in (MODELS if EVAL else []):
+        out += [(f"{R}/figures/{m}/eval_vs_sparsity.png", f"figures/{m}/eval_vs_sparsity.png"),
+                (f"{R}/reports/{m}/eval.md", f"reports/{m}/eval.md")]
+    for m in (MODELS if IMP and IMP["tasks"] else []):
+        out.append((f"{R}/figures/{m}/input_dependence.png", f"figures/{m}/input_dependence.png"))
+    if LAT:
+        out += [(f"{R}/figures/{f}.png", f"figures/{f}.png") for f in LAT_FIGURES]
+        out += [(f"{R}/latency/latency.csv", f"reports/latency_{LAT['device'].split(':')[0]}.csv"),
+                (f"{R}/latency/predictor_flops.csv", "reports/predictor_flops.csv")]
+    return out
+
+
+def publish_pairs():
+    return " ".join(f"{a}={b}" for a, b in final_outputs())
+
+
+def publish_inputs():
+    """Everything else the run builds, so that publishing (which changes tracked files) comes last."""
+    return [a for a, _ in final_outputs()] + imp_traces_all() + lat_csvs()
+
+
+def all_outputs():
+    out = [a for a, _ in final_outputs()] + imp_traces_all() + lat_csvs()
+    if config["publish"]:
+        out.append(f"{R}/published.tsv")
+    return out

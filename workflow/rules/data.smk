@@ -5,11 +5,12 @@ rule prepare_tasks:
     conda:
         CONDA_ENV
     log:
-        "logs/data/prepare_tasks.log",
+        f"{L}/data/prepare_tasks.log",
     benchmark:
-        "benchmarks/data/prepare_tasks.tsv"
+        f"{B}/data/prepare_tasks.tsv"
     resources:
         mem_mb=1000,
         runtime=5,
+        gpu=0,
     shell:
         "shadowllm prepare-tasks --out {output} > {log} 2>&1"

@@ -1,117 +1,74 @@
-rule make_mask:
-    """A random static mask (baseline) at one sparsity, heads and neurons alike, layer 0 unpruned."""
-    input:
-        model_input,
-    output:
-        "results/masks/{model}/{kind}_s{sparsity}_{style}.safetensors",
-    params:
-        model=lambda wc: model_path(wc.model),
-    conda:
-        CONDA_ENV
-    log:
-        "logs/masks/{model}/{kind}_s{sparsity}_{style}.log",
-    benchmark:
-        "benchmarks/masks/{model}/{kind}_s{sparsity}_{style}.tsv"
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    shell:
-        "shadowllm make-mask --model {params.model} --kind {wildcards.kind} --sparsity {wildcards.sparsity} "
-        "--style {wildcards.style} --seed {SEED} --out {output} > {log} 2>&1"
-
-
-def _mask_arg(wildcards):
-    return "" if wildcards.mask == "dense" else f"--mask results/masks/{wildcards.model}/{wildcards.mask}.safetensors"
-
-
-def _mask_input(wildcards):
-    return [] if wildcards.mask == "dense" else [f"results/masks/{wildcards.model}/{wildcards.mask}.safetensors"]
-
-
 rule evaluate:
-    """Perplexity (rolling log-likelihood) and zero-shot accuracy through lm-eval, unpruned or masked."""
+    """Perplexity (rolling log-likelihood) and zero-shot accuracy through lm-eval at one grid point."""
     input:
         model=model_input,
         tasks=TASK_DIR,
-        mask=_mask_input,
+        mask=mask_file,
     output:
-        "results/eval/{model}/{mask}.json",
+        f"{R}/eval/{{model}}/{POINT}.json",
     params:
-        flags=lambda wc: model_flags(wc.model),
-        mask=_mask_arg,
-        tasks=",".join(eval_tasks()),
-        limit=f"--limit {EVAL['limit']}" if EVAL.get("limit") else "",
+        flags=model_flags,
+        mask=mask_flag,
+        tasks=eval_tasks(),
+        limit=eval_limit(),
+        batch_size=EVAL["batch_size"] if EVAL else 0,
+        seed=SEED,
     conda:
         CONDA_ENV
     log:
-        "logs/eval/{model}/{mask}.log",
+        f"{L}/eval/{{model}}/{POINT}.log",
     benchmark:
-        "benchmarks/eval/{model}/{mask}.tsv"
+        f"{B}/eval/{{model}}/{POINT}.tsv"
     threads: THREADS
     resources:
         mem_mb=mem_mb_for(4000, 4000),
         runtime=runtime_for(20, 30),
-        gpu=1,
+        gpu=MODEL_GPU,
     shell:
-        "shadowllm evaluate {params.flags} {params.mask} --tasks {params.tasks} --include {input.tasks} "
-        "{params.limit} --batch-size {EVAL[batch_size]} --seed {SEED} --out {output} > {log} 2>&1"
+        "shadowllm evaluate {params.flags} --threads {threads} --model-name {wildcards.model} {params.mask} "
+        "--tasks {params.tasks} --include {input.tasks} {params.limit} --batch-size {params.batch_size} "
+        "--seed {params.seed} --out {output} > {log} 2>&1"
 
 
-rule table:
-    """All evaluations of a model in one long CSV (task, metric, sparsity, value)."""
+rule eval_table:
+    """Every evaluation of a model in one tidy CSV: one column per grid axis, then task, metric, value."""
     input:
-        lambda wc: [f"results/eval/{wc.model}/{m}.json" for m in ["dense"] + mask_names()],
+        eval_jsons,
     output:
-        "results/tables/{model}/eval.csv",
+        f"{R}/tables/{{model}}/eval.csv",
     conda:
         CONDA_ENV
     log:
-        "logs/tables/{model}.log",
+        f"{L}/tables/{{model}}/eval.log",
     benchmark:
-        "benchmarks/tables/{model}.tsv"
+        f"{B}/tables/{{model}}/eval.tsv"
     resources:
         mem_mb=1000,
         runtime=5,
+        gpu=0,
     shell:
         "shadowllm table --out {output} {input} > {log} 2>&1"
 
 
-rule figure_eval:
-    """First figure: accuracy and perplexity of the model, unpruned and under random masks."""
-    input:
-        "results/tables/{model}/eval.csv",
-    output:
-        report("figures/{model}/eval_vs_sparsity.png", caption="../report/eval_vs_sparsity.rst",
-               category="Evaluation"),
-    conda:
-        CONDA_ENV
-    log:
-        "logs/figures/{model}_eval.log",
-    benchmark:
-        "benchmarks/figures/{model}_eval.tsv"
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    shell:
-        "shadowllm plot-dense --table {input} --title {wildcards.model} --out {output} > {log} 2>&1"
-
-
 rule report_eval:
-    """A committed, reviewable copy of the table plus the training metrics."""
+    """A reviewable Markdown view of the table plus the training metrics."""
     input:
-        table="results/tables/{model}/eval.csv",
-        train=lambda wc: [f"results/models/{wc.model}/train.json"] if model_cfg(wc.model)["source"] == "train" else [],
+        table=f"{R}/tables/{{model}}/eval.csv",
+        train=train_metrics,
     output:
-        "reports/{model}/eval.md",
+        f"{R}/reports/{{model}}/eval.md",
+    params:
+        train=lambda wc, input: f"--train {input.train}" if input.train else "",
     conda:
         CONDA_ENV
     log:
-        "logs/reports/{model}_eval.log",
+        f"{L}/reports/{{model}}/eval.log",
     benchmark:
-        "benchmarks/reports/{model}_eval.tsv"
+        f"{B}/reports/{{model}}/eval.tsv"
     resources:
         mem_mb=1000,
         runtime=5,
+        gpu=0,
     shell:
-        "shadowllm report-eval --table {input.table} --train '{input.train}' --model {wildcards.model} "
+        "shadowllm report-eval --table {input.table} {params.train} --model {wildcards.model} "
         "--out {output} > {log} 2>&1"

@@ -1,16 +1,16 @@
-# Self-test rules for the cluster profiles (tests/test_slurm.py). Never part of `rule all`:
-# run them by naming a target, e.g.
+# Self-test jobs for the cluster profiles (tests/test_slurm.py). Never part of `all`: run them by naming a
+# target, e.g.
 #   snakemake --profile slurm selftest            # cpu + gpu + retry checks
 #   snakemake --profile slurm selftest_fail       # must fail (error reporting check)
 # Outputs go to results/selftest/, logs to logs/selftest/.
 
 SELFTEST_DIR = "results/selftest"
 SELFTEST_LOG = "logs/selftest"
-
-
-def _selftest_mem(base_mb):
-    # memory that grows with the attempt number, like the workflow's real rules
-    return lambda wildcards, attempt: base_mb * attempt
+SELFTEST_ENV = (
+    "(echo SLURM_JOB_ID=${{SLURM_JOB_ID:-none}}; "
+    "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-none}}; "
+    "echo python=$(command -v python); echo shadowllm=$(command -v shadowllm)) > {output} 2> {log}"
+)
 
 
 rule selftest:
@@ -23,31 +23,31 @@ rule selftest:
 rule selftest_cpu:
     output:
         f"{SELFTEST_DIR}/cpu.txt",
+    conda:
+        CONDA_ENV
     log:
         f"{SELFTEST_LOG}/cpu.log",
     resources:
-        mem_mb=_selftest_mem(500),
+        mem_mb=selftest_mem(500),
         runtime=5,
         gpu=0,
     shell:
-        "(echo SLURM_JOB_ID=${{SLURM_JOB_ID:-none}}; "
-        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-none}}; "
-        "echo python=$(command -v python); echo shadowllm=$(command -v shadowllm)) > {output} 2> {log}"
+        SELFTEST_ENV
 
 
 rule selftest_gpu:
     output:
         f"{SELFTEST_DIR}/gpu.txt",
+    conda:
+        CONDA_ENV
     log:
         f"{SELFTEST_LOG}/gpu.log",
     resources:
-        mem_mb=_selftest_mem(500),
+        mem_mb=selftest_mem(500),
         runtime=5,
         gpu=1,
     shell:
-        "(echo SLURM_JOB_ID=${{SLURM_JOB_ID:-none}}; "
-        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-none}}; "
-        "echo python=$(command -v python); echo shadowllm=$(command -v shadowllm)) > {output} 2> {log}"
+        SELFTEST_ENV
 
 
 rule selftest_retry:
@@ -55,12 +55,14 @@ rule selftest_retry:
     # the memory request, which grows with the attempt, so a retried job must have been given more memory.
     output:
         f"{SELFTEST_DIR}/retry_ok.txt",
-    log:
-        f"{SELFTEST_LOG}/retry.log",
     params:
         base_mb=500,
+    conda:
+        CONDA_ENV
+    log:
+        f"{SELFTEST_LOG}/retry.log",
     resources:
-        mem_mb=_selftest_mem(500),
+        mem_mb=selftest_mem(500),
         runtime=5,
         gpu=0,
     shell:
@@ -74,6 +76,8 @@ rule selftest_fail:
     # Always fails; only runs when named as a target.
     output:
         f"{SELFTEST_DIR}/never.txt",
+    conda:
+        CONDA_ENV
     log:
         f"{SELFTEST_LOG}/fail.log",
     resources:

@@ -1,21 +1,22 @@
 rule train_tiny:
-    """The embedded tiny OPT: a byte-level BPE tokenizer and a stock OPTForCausalLM trained from scratch."""
+    """The embedded tiny OPT: a byte-level BPE tokenizer and a stock OPTForCausalLM trained from scratch (CPU)."""
     output:
-        model=directory("results/models/{model}/model"),
-        metrics="results/models/{model}/train.json",
+        model=directory(f"{R}/models/{{model}}/model"),
+        metrics=f"{R}/models/{{model}}/train.json",
     params:
-        train=lambda wc: json.dumps(model_cfg(wc.model).get("train", {})),
+        train=train_params,
+        seed=SEED,
     conda:
         CONDA_ENV
     log:
-        "logs/train/{model}.log",
+        f"{L}/train/{{model}}.log",
     benchmark:
-        "benchmarks/train/{model}.tsv"
+        f"{B}/train/{{model}}.tsv"
     threads: THREADS
     resources:
         mem_mb=mem_mb_for(4000, 16000),
         runtime=runtime_for(30, 600),
-        gpu=1,
+        gpu=0,
     shell:
         "shadowllm train --out {output.model} --metrics {output.metrics} --params '{params.train}' "
-        "--seed {SEED} --threads {threads} > {log} 2>&1"
+        "--seed {params.seed} --threads {threads} > {log} 2>&1"

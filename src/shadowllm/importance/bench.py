@@ -4,7 +4,8 @@
                                                                        trace bytes for OPT-13B shapes
   shadowllm importance-oracle --model DIR [--task T] [--n 64] ...     Spearman(criterion head score,
                                                                        loss increase when the head is removed)
-Without --model (or if the folder is missing) the benchmark uses a random OPT of the embedded model's shape.
+Without --model the benchmark uses a random OPT of the embedded model's shape; a --model that is not a folder
+is an error.
 """
 from __future__ import annotations
 
@@ -45,13 +46,23 @@ def _examples(args, model=None, tok=None):
                     torch.randint(3, V, (3,), generator=g).tolist()) for i in range(args.n)]
 
 
+RANDOM_DESC = "random OPT (6 layers, 8 heads, d 256, ffn 1024)"
+
+
+def _check_model(args) -> None:
+    if args.model and not os.path.isdir(args.model):
+        raise ValueError(f"--model {args.model!r} is not a model folder (omit --model for a {RANDOM_DESC})")
+
+
 def _load(args):
-    if args.model and os.path.isdir(args.model):
+    from ..loading import resolve_device, resolve_dtype
+
+    args.device = resolve_device(args.device)
+    if args.model:
         from ..loading import load_model
-        m, tok = load_model(args.model, dtype="float32", device=args.device)
-        return m, tok, args.model
-    m = _random_opt().to(args.device)
-    return m, None, "random OPT (6 layers, 8 heads, d 256, ffn 1024)"
+        m, tok = load_model(args.model, dtype=args.dtype, device=args.device)
+        return m, tok
+    return _random_opt().to(device=args.device, dtype=resolve_dtype(args.dtype)), None
 
 
 def _one(args) -> int:
@@ -61,8 +72,10 @@ def _one(args) -> int:
     import torch
 
     from .collect import collect
-    torch.set_num_threads(args.threads)
-    model, tok, _ = _load(args)
+    from ..cli import set_threads
+
+    set_threads(args.threads)
+    model, tok = _load(args)
     exs = _examples(args, model, tok)
     collect(model, exs[:args.batch_size], args.criteria.split(","), batch_size=args.batch_size)  # warm-up
     if args.device.startswith("cuda"):
@@ -89,17 +102,21 @@ def cmd_bench(args) -> int:
 
     if args.one:
         return _one(args)
+    _check_model(args)
+    from ..loading import resolve_device
+
+    args.device = resolve_device(args.device)
     res = {}
     for crit in ("plainact", ",".join(CRITERIA)):
         cmd = [sys.executable, "-m", "shadowllm.cli", "importance-bench", "--one", "--criteria", crit,
                "--n", str(args.n), "--batch-size", str(args.batch_size), "--task", args.task, "--k", str(args.k),
-               "--device", args.device, "--threads", str(args.threads)] + (["--model", args.model] if args.model else [])
+               "--device", args.device, "--dtype", args.dtype, "--threads", str(args.threads)] + (["--model", args.model] if args.model else [])
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode:
             print(r.stderr, file=sys.stderr)
             return r.returncode
         res[crit] = json.loads(r.stdout.strip().splitlines()[-1])
-    m, _, desc = _load(args) if not args.model else (None, None, args.model)
+    desc = args.model or RANDOM_DESC
     pa, al = res["plainact"], res[",".join(CRITERIA)]
     print(f"model: {desc}; {pa['examples']} examples, batch {args.batch_size}, device {args.device}, "
           f"{args.threads} threads")
@@ -130,8 +147,12 @@ def cmd_oracle(args) -> int:
     from .collect import _pad_batch, collect, example_losses
     from .criteria import CRITERIA
 
-    torch.set_num_threads(args.threads)
-    model, tok = load_model(args.model, dtype="float32", device=args.device)
+    from ..cli import set_threads
+    from ..loading import resolve_device
+
+    _check_model(args)
+    set_threads(args.threads)
+    model, tok = load_model(args.model, dtype=args.dtype, device=resolve_device(args.device))
     ad = get_adapter(model)
     exs = _examples(args, model, tok)
     col = collect(model, exs, list(CRITERIA), batch_size=args.batch_size)
@@ -160,36 +181,35 @@ def cmd_oracle(args) -> int:
     print(f"oracle: {args.model}, task {args.task}, k={args.k}, {len(exs)} examples, "
           f"{ad.n_layers * ad.n_heads} heads; base loss {base.mean():.4f}")
     print(f"{'criterion':<11}{'static rho':>11}{'per-example rho':>17}")
-    rows = {}
     for name, sc in col.heads.items():
         st = spearmanr(sc.mean(0).flatten().numpy(), static_inc).correlation
         per = [spearmanr(sc[i].flatten().numpy(), inc[i].flatten().numpy()).correlation for i in range(len(exs))]
         per = float(np.nanmean(per))
-        rows[name] = (st, per)
         print(f"{name:<11}{st:>11.3f}{per:>17.3f}")
     return 0
 
 
 def _workload_args(p, n: int) -> None:
     """The arguments both commands share: which examples, how many, on what."""
+    from ..cli import add_model_args
+
     p.add_argument("--task", default="bb_cause_and_effect")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--n", type=int, default=n)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
+    add_model_args(p, model=False, gguf=False)
 
 
 def register(sub) -> None:
     p = sub.add_parser("importance-bench", help="time / memory of collecting all criteria vs plainact")
-    p.add_argument("--model", default=None)
+    p.add_argument("--model", default=None, help="model folder (default: a random OPT of the embedded shape)")
     _workload_args(p, n=32)
     p.add_argument("--criteria", default="plainact", help=argparse_suppress())
     p.add_argument("--one", action="store_true", help=argparse_suppress())
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("importance-oracle", help="Spearman of head scores vs single-head removal loss increase")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="model folder")
     _workload_args(p, n=64)
     p.set_defaults(func=cmd_oracle)
 

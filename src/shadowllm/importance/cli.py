@@ -1,5 +1,5 @@
-"""Subcommands: `importance` (collect traces), `input-dependence` (Figure 2),
-`importance-bench` and `importance-oracle` (benchmark and oracle check; print figures)."""
+"""Subcommands: `importance` (collect traces), `input-dependence` (the statistics of Figure 2, as a CSV),
+`importance-bench` and `importance-oracle` (benchmark and oracle check; they print their numbers)."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ import time
 
 
 def cmd_importance(args) -> int:
+    from ..cli import args_config, set_threads
     from ..loading import load_model, resolve_device
     from .collect import collect, task_examples
     from .criteria import get_criteria
@@ -15,11 +16,8 @@ def cmd_importance(args) -> int:
 
     crits = [c.name for c in get_criteria(args.criteria)]          # fail fast on a bad name
     device = resolve_device(args.device)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    model, tok = load_model(args.model, dtype=args.dtype, device=device)
+    set_threads(args.threads)
+    model, tok = load_model(args.model, dtype=args.dtype, device=device, gguf_file=args.gguf_file)
     max_len = min(args.max_length, getattr(model.config, "max_position_embeddings", args.max_length))
     exs = task_examples(args.task, args.k, tok, seed=args.seed, max_examples=args.max_examples, max_length=max_len)
     t0 = time.time()
@@ -30,7 +28,7 @@ def cmd_importance(args) -> int:
 
     col = collect(model, exs, crits, batch_size=args.batch_size, placement_layers=args.placement_layers,
                   pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0, progress=progress)
-    cfg = {k: v for k, v in vars(args).items() if k != "func"}
+    cfg = args_config(args)
     paths = write_traces(args.out, col, model=args.model_name or args.model, task=args.task, k=args.k,
                          seed=args.seed, neuron_traces=args.neuron_traces, config=cfg, device=device)
     for p in paths:
@@ -45,19 +43,20 @@ def cmd_input_dependence(args) -> int:
     from .traces import load_scores
 
     scores = np.concatenate([load_scores(p, "heads").numpy() for p in args.traces], axis=0)
-    s = input_dependence(scores, args.out_csv, args.out_png, title=args.title, seed=args.seed,
-                         meta_config={"traces": [str(p) for p in args.traces]})
+    s = input_dependence(scores, args.out_csv, seed=args.seed,
+                         meta_config={"traces": [str(p) for p in args.traces]}, inputs=args.traces)
     print(f"inputs {s['n_inputs']}: mean rank variance {s['mean_rank_var']:.1f} "
           f"(random {s['random_rank_var']:.1f}, power-law {s['powerlaw_rank_var_sim']:.1f})")
     return 0
 
 
 def register(sub) -> None:
+    from ..cli import add_model_args
     from .criteria import CRITERIA
 
     p = sub.add_parser("importance", help="collect per-example importance traces for one model, task and k",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, help="model folder or hub id")
+    add_model_args(p)
     p.add_argument("--model-name", default=None, help="name recorded in the files (default: --model)")
     p.add_argument("--task", required=True)
     p.add_argument("--k", type=int, default=5, help="few-shot demonstrations per example")
@@ -66,21 +65,16 @@ def register(sub) -> None:
     p.add_argument("--max-examples", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--placement-layers", type=lambda s: [int(x) for x in s.split(",") if x.strip()],
-                   default=[0], help="layers whose attn_out output (last token) is stored; 0 always is")
+                   default=[0], help="layers whose predictor input (last token) is stored; 0 always is")
     p.add_argument("--neuron-traces", default="all",
                    help="'all', 'none' or comma-separated criteria whose per-example neuron scores are kept")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (cuda if available)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--dtype", default="float32")
     p.add_argument("--max-length", type=int, default=2048)
     p.set_defaults(func=cmd_importance)
 
-    p = sub.add_parser("input-dependence", help="variance of head importance ranks across inputs (Figure 2)")
+    p = sub.add_parser("input-dependence", help="variance of head importance ranks across inputs (Figure 2's CSV)")
     p.add_argument("--traces", nargs="+", required=True, help="criterion trace files (examples are concatenated)")
     p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-png", required=True)
-    p.add_argument("--title", default="")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_input_dependence)
 

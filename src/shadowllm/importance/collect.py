@@ -11,7 +11,8 @@ Hooks (on stock modules, removed afterwards):
   pre-hook on attn_out(l):  A (made a grad-tracking leaf at layer 0), optional head gates for grasp
   pre-hook on ffn_out(l):   Z, optional neuron gates for grasp
   hook on each ffn_in(l):   its input X and output P (pre-activation)
-  hook on attn_out(l), l in placement layers: output at the last real token (predictor inputs)
+  adapter.on_predictor_input(l), l in placement layers: the predictor input (input of attn_out(l)) at the
+                            last real token, registered first so that it is read before any gate
 Model parameters are frozen during collection (no weight .grad is ever accumulated); per-example
 fc1 weight gradients come from X and dL/dP by an einsum per example.
 """
@@ -44,7 +45,7 @@ class Collected:
     ids: list[str]
     heads: dict[str, torch.Tensor]            # criterion -> [N, L, H] float64
     neurons: dict[str, torch.Tensor]          # criterion -> [N, L, F] float64 (supported criteria)
-    inputs: dict[int, torch.Tensor]           # placement layer -> [N, d_model] attn_out output, last real token
+    inputs: dict[int, torch.Tensor]           # placement layer -> [N, H*dh] predictor input, last real token
     n_tokens: torch.Tensor                    # [N] int
     n_context: torch.Tensor                   # [N] int
     loss: torch.Tensor                        # [N] mean NLL of the continuation
@@ -135,13 +136,13 @@ class _Capture:
                 dev = next(ad.attn_out(l).parameters()).device
                 self.gh[l] = torch.ones(B, ad.n_heads, dtype=dt, device=dev, requires_grad=True)
                 self.gn[l] = torch.ones(B, ad.n_neurons, dtype=dt, device=dev, requires_grad=True)
+        for l in sorted(self.placement):  # first: they must see the attention output before any gate
+            self.handles.append(ad.on_predictor_input(l, self._grab_input(l)))
         for l in range(L):
             self.handles.append(ad.attn_out(l).register_forward_pre_hook(self._attn_pre(l)))
             self.handles.append(ad.ffn_out(l).register_forward_pre_hook(self._ffn_pre(l)))
             for j, mod in enumerate(ad.ffn_in(l)):
                 self.handles.append(mod.register_forward_hook(self._ffn_in(l, j)))
-            if l in self.placement:
-                self.handles.append(ad.attn_out(l).register_forward_hook(self._attn_post(l)))
 
     def _track(self, x):
         if self.want_grad and not x.requires_grad:
@@ -175,11 +176,10 @@ class _Capture:
             self.P[(l, j)] = out
         return hook
 
-    def _attn_post(self, l):
-        def hook(mod, args, out):
-            o = out[0] if isinstance(out, tuple) else out
-            self.inputs[l] = o[torch.arange(self.B, device=o.device), self.last_idx].detach()
-        return hook
+    def _grab_input(self, l):
+        def grab(a):
+            self.inputs[l] = a[torch.arange(self.B, device=a.device), self.last_idx].detach()
+        return grab
 
     def remove(self):
         for h in self.handles:
@@ -216,6 +216,8 @@ def example_losses(model, ids, mask, batch: list[Example]) -> torch.Tensor:
         owner += [b] * len(pos)
     dev = hidden.device
     h = hidden[torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)]
+    # log-softmax in float32 whatever the model's dtype: in float16 the NLL of a 50k-way softmax loses most
+    # of its digits, and every gradient-based criterion starts from this loss
     logp = torch.log_softmax(model.lm_head(h).float(), dim=-1)
     nll = -logp.gather(1, torch.tensor(tgt, device=dev)[:, None])[:, 0]
     owner = torch.tensor(owner, device=dev)
@@ -245,7 +247,7 @@ def collect(model, examples: list[Example], criteria, batch_size: int = 8, place
     N = len(examples)
     heads = {c.name: torch.zeros(N, L, H, dtype=torch.float64) for c in crits}
     neurons = {c.name: torch.zeros(N, L, F, dtype=torch.float64) for c in crits if supports(c, "neurons")}
-    inputs = {l: torch.zeros(N, ad.d_model, dtype=torch.float32) for l in placement}
+    inputs = {l: torch.zeros(N, ad.n_heads * ad.head_dim, dtype=torch.float32) for l in placement}
     loss_all = torch.zeros(N, dtype=torch.float64)
     order = sorted(range(N), key=lambda i: -examples[i].n) if sort_by_length else list(range(N))
     ids_all = [e.id for e in examples]

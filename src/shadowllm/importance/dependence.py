@@ -16,7 +16,8 @@ import csv
 
 import numpy as np
 
-from ..io import atomic_path, write_meta
+from ..io import atomic_path
+from ..provenance import write_meta
 
 
 def ranks(scores: np.ndarray) -> np.ndarray:
@@ -56,14 +57,9 @@ def references(M: int, n_samples: int, seed: int = 0, alpha: float = 4.0) -> dic
             "powerlaw_hist_var_sim": float(hist_variance(pl).mean())}
 
 
-def input_dependence(scores: np.ndarray, out_csv, out_png, title: str = "", seed: int = 0,
-                     meta_config: dict | None = None) -> dict:
-    """Write the per-head CSV and the figure; returns summary numbers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def input_dependence(scores: np.ndarray, out_csv, seed: int = 0, meta_config: dict | None = None,
+                     inputs=None) -> dict:
+    """Write the per-head CSV (statistics and reference rows); returns summary numbers."""
     if scores.ndim != 3 or scores.shape[0] < 2:
         raise ValueError(f"need per-example head scores [N >= 2, L, H], got shape {scores.shape}")
     if not np.isfinite(scores).all():
@@ -80,31 +76,21 @@ def input_dependence(scores: np.ndarray, out_csv, out_png, title: str = "", seed
                     w.writerow([l, h, f"{rv[l, h]:.6g}", f"{hv[l, h]:.6g}"])
             for k, v in ref.items():
                 w.writerow([f"ref:{k}", "", f"{v:.6g}", ""])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    cmap = plt.get_cmap("viridis", L)
-    x = np.arange(L * H)
-    for ax, vals, rr, pp, lab in ((axes[0], rv, ref["random_rank_var"], ref["powerlaw_rank_var_sim"],
-                                   "rank variance across inputs"),
-                                  (axes[1], hv, ref["random_hist_var_sim"], ref["powerlaw_hist_var_sim"],
-                                   "rank-histogram variance (authors' statistic)")):
-        for l in range(L):
-            ax.scatter(x[l * H:(l + 1) * H], vals[l], s=10, color=cmap(l))
-            ax.axvspan(l * H, (l + 1) * H, color=cmap(l), alpha=0.08, lw=0)
-        ax.axhline(rr, color="firebrick", ls="--", label="random")
-        ax.axhline(pp, color="tab:blue", ls=":", label="power-law (shuffled)")
-        ax.set_xlabel("head (ordered by layer)")
-        ax.set_ylabel(lab)
-        if vals.min() > 0:
-            ax.set_yscale("log")
-        ax.legend(fontsize=8)
-    fig.suptitle(title or f"input dependence of head importance ({N} inputs)")
-    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, L - 1))
-    fig.colorbar(sm, ax=axes, label="layer")
-    with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
-    plt.close(fig)
     summary = {"n_inputs": N, "layers": L, "heads": H, "mean_rank_var": float(rv.mean()),
                "mean_rank_var_by_layer": rv.mean(1).tolist(), **ref}
-    write_meta(out_csv, config=dict(meta_config or {}, summary=summary), seed=seed)
-    write_meta(out_png, config=dict(meta_config or {}, summary=summary), seed=seed)
+    write_meta(out_csv, config=dict(meta_config or {}, summary=summary), seed=seed, inputs=inputs)
     return summary
+
+
+def read_dependence(csv_path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The CSV written by input_dependence -> (rank_var [L, H], hist_var [L, H], references)."""
+    rows = list(csv.DictReader(open(csv_path, newline="")))
+    ref = {r["layer"][4:]: float(r["rank_var"]) for r in rows if r["layer"].startswith("ref:")}
+    per = [r for r in rows if not r["layer"].startswith("ref:")]
+    L = 1 + max(int(r["layer"]) for r in per)
+    H = 1 + max(int(r["head"]) for r in per)
+    rv, hv = np.zeros((L, H)), np.zeros((L, H))
+    for r in per:
+        rv[int(r["layer"]), int(r["head"])] = float(r["rank_var"])
+        hv[int(r["layer"]), int(r["head"])] = float(r["hist_var"])
+    return rv, hv, ref

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import torch
 
-from ..io import atomic_path, write_meta
+from ..io import atomic_path
+from ..provenance import write_meta
 from .collect import Collected
 from .criteria import CRITERIA, is_finite_or_raise
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: predictor_input.{l} (input of attn_out) replaces attn_out.{l} (its output)
 INPUTS_FILE = "inputs.safetensors"
 
 
@@ -64,17 +65,17 @@ def write_traces(out_dir, col: Collected, *, model: str, task: str, k: int, seed
         for name, s in scores.items():
             is_finite_or_raise(name, unit, s.reshape(s.shape[0], -1), col.ids)
     for l, x in col.inputs.items():
-        is_finite_or_raise(f"attn_out.{l} (predictor input)", "input", x, col.ids)
+        is_finite_or_raise(f"predictor_input.{l}", "input", x, col.ids)
     common = {"format_version": str(FORMAT_VERSION), "model": model, "task": task, "k": str(k), "seed": str(seed),
               "n_examples": str(len(col.ids)), "ids_sha256_16": ids_digest(col.ids)}
     cfg = dict(config or {}, model=model, task=task, k=k, criteria=list(col.heads),
                placement_layers=col.info.get("placement_layers"), neuron_traces=neuron_traces)
     written = []
     p = out_dir / INPUTS_FILE
-    tensors = {f"attn_out.{l}": x.to(torch.float16) for l, x in col.inputs.items()}
+    tensors = {f"predictor_input.{l}": x.to(torch.float16) for l, x in col.inputs.items()}
     for l, x in col.inputs.items():
         if x.abs().max() > 65504:
-            raise ValueError(f"predictor input attn_out.{l} exceeds the float16 range")
+            raise ValueError(f"predictor input predictor_input.{l} exceeds the float16 range")
     tensors.update(n_tokens=col.n_tokens.to(torch.int32), n_context=col.n_context.to(torch.int32),
                    loss=col.loss.float())
     _save(p, tensors, dict(common, ids=col.ids, placement_layers=col.info.get("placement_layers", [0])))
@@ -110,10 +111,23 @@ def read_meta(path) -> dict:
     return out
 
 
+def check_version(path) -> dict:
+    """The file's metadata; a trace of another format version is refused, naming both versions."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"trace file {str(path)!r} does not exist")
+    md = read_meta(path)
+    v = md.get("format_version")
+    if str(v) != str(FORMAT_VERSION):
+        raise ValueError(f"{path}: trace format version {v!r}, expected {FORMAT_VERSION}; "
+                         f"recollect it with `shadowllm importance`")
+    return md
+
+
 def load_scores(path, unit: str = "heads") -> torch.Tensor:
     """Per-example float32 scores [N, L, U] of a criterion file (unit 'heads' or 'neurons')."""
     from safetensors.torch import load_file
 
+    check_version(path)
     t = load_file(str(path))
     if unit not in t:
         raise ValueError(f"{path}: no per-example {unit} scores stored "
@@ -125,6 +139,7 @@ def load_static(path, unit: str = "heads") -> torch.Tensor:
     """Static (aggregate) scores [L, U]: float32 mean over examples."""
     from safetensors.torch import load_file
 
+    check_version(path)
     t = load_file(str(path))
     if f"{unit}_mean" not in t:
         raise ValueError(f"{path}: criterion has no {unit} scores")
@@ -132,13 +147,14 @@ def load_static(path, unit: str = "heads") -> torch.Tensor:
 
 
 def load_inputs(path) -> dict:
-    """{'ids', 'attn_out': {layer: [N, d] float32}, 'n_tokens', 'n_context', 'loss'}."""
+    """{'ids', 'predictor_input': {layer: [N, H*dh] float32}, 'n_tokens', 'n_context', 'loss'}."""
     from safetensors.torch import load_file
 
+    md = check_version(path)
     t = load_file(str(path))
-    md = read_meta(path)
     return {"ids": md.get("ids", []),
-            "attn_out": {int(k.split(".")[1]): v.float() for k, v in t.items() if k.startswith("attn_out.")},
+            "predictor_input": {int(k.split(".")[1]): v.float() for k, v in t.items()
+                                if k.startswith("predictor_input.")},
             "n_tokens": t["n_tokens"], "n_context": t["n_context"], "loss": t["loss"]}
 
 

@@ -1,34 +1,94 @@
 """Latency benchmark of the sparse decoder: dense vs static vs ShadowLLM (prompt / per token) vs DejaVu.
 
-For each (model size, generated tokens, sparsity, mode): `warmup` untimed generate calls, then `repeats`
-timed ones with a fresh random prompt each. A call = prefill of `prompt_len` random tokens + `gen_tokens`
-greedy decode steps; prefill and decode are timed separately (device synchronised). Reported: median and
-IQR over the repeats of prefill ms, decode ms per token and call ms; the bytes of weights read per decoded
-token (the model's matrices actually touched + predictors + LM head; KV cache not counted); the device's
-memory bandwidth, measured once at start with a large tensor copy (best of 7); the roofline ms/token = bytes /
-bandwidth; and the ratios measured/roofline and measured/dense (dense = the same size, batch, prompt and
-generation length, timed in the same round-robin group on CPU; it is always run, and written as a row when
-'dense' is among the modes).
+Per (model, generated tokens, sparsity, mode): `warmup` untimed then `repeats` timed generate calls (prefill
+of a random prompt + greedy decode steps, timed apart); median and IQR of each, the weight bytes read per
+decoded token (KV cache not counted), the roofline ms/token = bytes / measured copy bandwidth, and the
+ratios to the roofline and to dense (always run, in the same round-robin group on CPU).
 """
 from __future__ import annotations
 
 import csv
+import math
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from ..io import atomic_path, write_meta
-from .decoder import MODES, TOKEN_MODES, OPTWeights, SparseOPT, make_static_mask, roofline_ms
+from ..io import atomic_path
+from ..provenance import write_meta
+from .decoder import MODES, TOKEN_MODES, SparseOPT
 from .predictors import DejaVuPredictor, ShadowPredictor
 from .shapes import parse_size
+from .weights import OPTWeights
 
 FIELDS = ["model", "layers", "hidden", "heads", "ffn", "params_b", "dtype", "device", "device_name", "threads", "batch",
           "prompt_len", "gen_tokens", "sparsity", "mode", "kv_policy", "gather", "lookahead", "cuda_graph",
           "repeats", "prefill_ms", "prefill_ms_iqr", "ms_per_token", "ms_per_token_iqr", "ms_per_token_min", "call_ms",
           "call_ms_iqr", "weight_bytes_per_token", "bandwidth_gbs", "roofline_ms_per_token",
-          "ratio_to_roofline", "ratio_to_dense", "speedup_vs_dense"]
+          "ratio_to_roofline", "ratio_to_dense", "speedup_vs_dense", "placement"]
+PREDICTOR_MODES = ("shadowllm-prompt", "shadowllm-token", "dejavu")  # the modes that use `placement`
+
+
+def make_static_mask(weights: OPTWeights, sparsity: float, seed: int = 0, batch: int = 1):
+    """A random local top-k Mask (layer 0 kept): the 'static' oracle of the latency runs."""
+    from ..masks import mask_from_scores
+
+    g = torch.Generator().manual_seed(seed)
+    hs = torch.rand(batch, weights.L, weights.H, generator=g)
+    ns = torch.rand(batch, weights.L, weights.F, generator=g)
+    return mask_from_scores(hs, ns, sparsity, "local")
+
+
+# ---- bytes of weights read per decoded token (the roofline's numerator) -------------------------------
+
+def layer_bytes(w: OPTWeights, l: int = 1, head_frac: float = 1.0, neuron_frac: float = 1.0) -> int:
+    """Layer l's attention and FFN matrices + biases at these kept fractions, plus its layer norms."""
+    es = w.layers[l].w1.element_size()
+    d, Hd, Fn = w.d, w.H * w.dh, w.F
+    attn = (4 * Hd * d + 3 * Hd) * head_frac
+    ffn = (2 * Fn * d + Fn) * neuron_frac
+    return int((attn + ffn + 5 * d) * es)
+
+
+def head_bytes(w: OPTWeights) -> int:
+    """lm_head (+ project_in / project_out) read per decoded token."""
+    es = w.lm_head.element_size()
+    n = w.lm_head.numel() + (w.project_out.numel() if w.project_out is not None else 0)
+    n += (w.project_in.numel() if w.project_in is not None else 0)
+    return n * es
+
+
+def weight_bytes_per_token(dec: SparseOPT) -> int:
+    """Weights one decode step of `dec` reads: its dense layers, its slices or gathered rows, predictors."""
+    w = dec.w
+    first = 1 if dec.mode == "static" else dec.placement + 1  # layers before `first` run dense
+    n = head_bytes(w) + sum(layer_bytes(w, l) for l in range(first))
+    for l in range(first, dec.L):
+        if dec.mode == "dense":
+            n += layer_bytes(w, l)
+        elif dec.mode in ("static", "shadowllm-prompt"):
+            s = dec.slices[l] if dec.B is not None else None
+            nh, nf = (s.nh, s.nf_pad) if s is not None else (dec.kh, dec.kf)
+            n += layer_bytes(w, l, nh / dec.H, nf / dec.F)
+        else:
+            es = w.layers[l].w1.element_size()
+            hf = dec.kh / dec.H
+            if dec.kv_policy == "full":  # k, v rows are dense
+                extra = 2 * dec.H * dec.dh * dec.d * es * (1 - hf)
+            else:
+                extra = 0
+            n += (dec.B or 1) * layer_bytes(w, l, hf, dec.kf / dec.F) + int(extra)
+    if dec.shadow is not None and dec.mode == "shadowllm-token":  # prompt mode: once per sequence
+        n += dec.shadow.n_params() * w.lm_head.element_size()
+    if dec.dejavu_pred is not None:
+        n += dec.dejavu_pred.n_params(first=dec.placement + 1) * w.lm_head.element_size()
+    return int(n)
+
+
+def roofline_ms(nbytes: int, bandwidth_gbs: float) -> float:
+    """ms to read nbytes at the measured bandwidth (nan when there is none)."""
+    return nbytes / (bandwidth_gbs * 1e9) * 1e3 if bandwidth_gbs and not math.isnan(bandwidth_gbs) else float("nan")
 
 
 def device_name(dev: torch.device) -> str:
@@ -52,8 +112,7 @@ def _sync(dev: torch.device) -> None:
 
 
 def measure_bandwidth(device: str | torch.device, mbytes: int | None = None, reps: int = 7) -> float:
-    """GB/s of a large device-to-device tensor copy (bytes read + bytes written), the best of reps (a
-    roofline wants the attainable peak; on a shared CPU the median mostly measures other processes)."""
+    """GB/s of a large device copy (read + written), best of reps: a roofline wants the attainable peak."""
     dev = torch.device(device)
     mb = mbytes or (2048 if dev.type == "cuda" else 256)
     n = mb * 2**20 // 4
@@ -124,16 +183,6 @@ class Timer:
                     ms_per_token_min=min(tok), call_ms=cm, call_ms_iqr=ci)
 
 
-def time_calls(dec: SparseOPT, batch: int, prompt_len: int, gen_tokens: int, repeats: int, warmup: int,
-               use_graph: bool, seed: int = 0) -> dict:
-    t = Timer(dec, batch, prompt_len, gen_tokens, use_graph, seed)
-    for _ in range(warmup):
-        t.one(keep=False)
-    for _ in range(repeats):
-        t.one()
-    return t.stats()
-
-
 def build_weights(model: str, dtype: torch.dtype, device: str, seed: int = 0):
     """A named OPT size (random weights) or a local model folder (its real weights) -> (OPTWeights, info)."""
     if Path(model).expanduser().is_dir():
@@ -155,7 +204,7 @@ def build_weights(model: str, dtype: torch.dtype, device: str, seed: int = 0):
 def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="cpu", batch=1, prompt_len=128,
              repeats=5, warmup=1, cuda_graph: bool | None = None, kv_policy="full", gather="auto",
              lookahead: bool | None = None, predictor_hidden=1024, seed=0, log=print, bandwidth=None,
-             time_budget_s: float | None = None, on_row=None):
+             time_budget_s: float | None = None, on_row=None, placement: int = 0):
     from ..loading import resolve_dtype
 
     for m in modes:
@@ -177,6 +226,8 @@ def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="
     rows = []
     for model in models:
         w, info = build_weights(model, tdt, device, seed)
+        if any(m in PREDICTOR_MODES for m in modes) and not 0 <= placement < w.L:
+            raise ValueError(f"placement layer {placement} is outside {info['model']}'s layers 0..{w.L - 1}")
         preds = {}  # one predictor of each kind per model, shared by every sparsity and generation length
 
         def predictor(kind):
@@ -202,7 +253,8 @@ def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="
                     elif mode == "dejavu":
                         kw["dejavu"] = predictor("dejavu")
                     dec = SparseOPT(w, mode, sp, predictor_hidden=predictor_hidden, kv_policy=kv_policy,
-                                    gather=gather, lookahead=la and mode == "dejavu", seed=seed, **kw)
+                                    gather=gather, lookahead=la and mode == "dejavu", seed=seed,
+                                    placement=placement if mode in PREDICTOR_MODES else 0, **kw)
                     return dec, Timer(dec, batch, prompt_len, gen, use_graph, seed)
 
                 results = {}
@@ -215,7 +267,7 @@ def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="
                         for _, _, t in timers:
                             t.one()
                     for key, dec, t in timers:
-                        results[key] = (t.stats(), dec.weight_bytes_per_token(), dec.ops.backend if dec.ops else "",
+                        results[key] = (t.stats(), weight_bytes_per_token(dec), dec.ops.backend if dec.ops else "",
                                         dec.lookahead)
                 else:
                     for key in group:
@@ -228,7 +280,7 @@ def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="
                                     t.one(keep=False)
                                 for _ in range(repeats):
                                     t.one()
-                                results[key] = (t.stats(), dec.weight_bytes_per_token(),
+                                results[key] = (t.stats(), weight_bytes_per_token(dec),
                                                 dec.ops.backend if dec.ops else "", dec.lookahead)
                                 break
                             except Exception as e:  # noqa: BLE001 - logged, row skipped
@@ -254,7 +306,9 @@ def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="
                                lookahead=bool(used_la and mode == "dejavu"), cuda_graph=use_graph, repeats=repeats, **r,
                                weight_bytes_per_token=nbytes, bandwidth_gbs=round(bw, 2),
                                roofline_ms_per_token=roof, ratio_to_roofline=r["ms_per_token"] / roof,
-                               ratio_to_dense=r["ms_per_token"] / dense_ms, speedup_vs_dense=dense_ms / r["ms_per_token"])
+                               ratio_to_dense=r["ms_per_token"] / dense_ms,
+                               speedup_vs_dense=dense_ms / r["ms_per_token"],
+                               placement=placement if mode in PREDICTOR_MODES else "")
                     if mode == "dense":  # report dense once per (model, gen), if asked for
                         if "dense" not in modes or dense_logged:
                             continue

@@ -1,4 +1,4 @@
-"""Subcommands: bench-latency, predictor-flops, latency-figures.
+"""Subcommands: bench-latency, predictor-flops (latency figures: shadowllm.figures).
 
 Registered into `shadowllm` by shadowllm.cli; also runnable alone (no other stage imported, e.g. on a GPU
 machine without lm-eval):  PYTHONPATH=src python -m shadowllm.sparse.cli bench-latency ...
@@ -11,10 +11,6 @@ from .decoder import KV_POLICIES, MODES
 from .gather import BACKENDS
 
 
-def _floats(xs):
-    return [float(x) for x in xs]
-
-
 def _bool(s: str) -> bool:
     if s.lower() in ("1", "true", "yes", "on"):
         return True
@@ -23,13 +19,53 @@ def _bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
 
 
-def cmd_bench_latency(args) -> int:
-    import torch
+SPEC_KEYS = {"sizes": "model", "sparsities": "sparsity", "gen_tokens": "gen_tokens", "modes": "modes",
+             "device": "device", "dtype": "dtype", "batch": "batch", "prompt_len": "prompt_len",
+             "repeats": "repeats", "warmup": "warmup", "kv_policy": "kv_policy", "lookahead": "lookahead",
+             "placement": "placement", "time_budget": "time_budget"}
 
+
+def _apply_spec(args) -> None:
+    """Settings of a configured latency bench (--spec JSON from the workflow, or --config FILE --bench NAME)
+    replace the flags: one definition of each bench for the workflow and for the GPU script."""
+    import json
+
+    from ..config import latency_bench
+
+    if args.spec:
+        spec = json.loads(args.spec)
+    elif args.config:
+        import yaml
+
+        from .. import config as C
+
+        cfg = yaml.safe_load(open(args.config)) or {}
+        try:
+            cfg = C.validate(cfg)
+        except ImportError:  # a bare GPU machine without jsonschema: defaults only
+            cfg = C.fill_defaults(cfg)
+        if not args.bench:
+            raise ValueError(f"--config {args.config!r} needs --bench NAME")
+        spec = latency_bench(cfg, args.bench)
+    else:
+        if not args.model:
+            raise ValueError("bench-latency needs --model (or --spec, or --config with --bench)")
+        return
+    unknown = sorted(set(spec) - set(SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"latency spec has unknown key(s) {unknown}; expected some of {sorted(SPEC_KEYS)}")
+    for k, v in spec.items():
+        setattr(args, SPEC_KEYS[k], v)
+
+
+def cmd_bench_latency(args) -> int:
+    from ..cli import args_config, set_threads
+    from ..loading import resolve_device
     from .bench import bench_and_write
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _apply_spec(args)
+    set_threads(args.threads)
+    args.device = resolve_device(args.device)
     for s in args.sparsity:
         if not 0.0 <= s < 1.0:
             raise ValueError(f"sparsity {s} is outside [0, 1)")
@@ -37,8 +73,8 @@ def cmd_bench_latency(args) -> int:
               dtype=args.dtype, device=args.device, batch=args.batch, prompt_len=args.prompt_len,
               repeats=args.repeats, warmup=args.warmup, cuda_graph=args.cuda_graph, kv_policy=args.kv_policy,
               gather=args.gather, lookahead=args.lookahead, predictor_hidden=args.predictor_hidden,
-              time_budget_s=args.time_budget)
-    bench_and_write(args.out, config=dict(kw, command="bench-latency"), seed=args.seed, **kw)
+              time_budget_s=args.time_budget, placement=args.placement)
+    bench_and_write(args.out, config=dict(args_config(args), command="bench-latency"), seed=args.seed, **kw)
     from . import kernels_triton
 
     for key, cfg in kernels_triton.TUNED.items():  # the launch configs the CUDA runs chose
@@ -48,7 +84,7 @@ def cmd_bench_latency(args) -> int:
 
 
 def cmd_predictor_flops(args) -> int:
-    from ..io import write_meta
+    from ..provenance import write_meta
     from .bench import FLOPS_FIELDS, predictor_flops_rows, write_csv
 
     rows = predictor_flops_rows(p=args.p, names=args.models or None)
@@ -60,23 +96,12 @@ def cmd_predictor_flops(args) -> int:
     return 0
 
 
-def cmd_latency_figures(args) -> int:
-    from .figures import latency_figures
-
-    outs = latency_figures(args.csv, args.outdir, sparsity=args.sparsity, fmt=args.format)
-    if args.table:
-        from .figures import latency_table
-
-        outs.append(latency_table(args.csv, args.table))
-    for o in outs:
-        print(f"[figures] wrote {o}")
-    return 0
-
-
 def register(sub) -> None:
+    from ..cli import add_model_args
+
     p = sub.add_parser("bench-latency", help="latency of dense / static / ShadowLLM / DejaVu sparse decoding",
                        description="Random-weight (or local-folder) OPT latency benchmark of the sliced decoder.")
-    p.add_argument("--model", nargs="+", required=True,
+    p.add_argument("--model", nargs="+", default=None,
                    help="OPT sizes (opt-125m, opt-1.3b, opt-2.7b, opt-6.7b, opt-13b, opt-30b, opt-66b; "
                         "'_L<k>' keeps the first k layers, e.g. opt-1.3b_L8) or local model folders")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
@@ -84,9 +109,6 @@ def register(sub) -> None:
     p.add_argument("--gen-tokens", nargs="+", type=int, default=[32])
     p.add_argument("--prompt-len", type=int, default=128)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: float16 on cuda, "
-                                                  "float32 on cpu)")
-    p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--cuda-graph", type=_bool, default=None, help="default: true on cuda")
@@ -95,33 +117,23 @@ def register(sub) -> None:
     p.add_argument("--lookahead", type=_bool, default=None,
                    help="DejaVu predictor for layer l+1 on layer l's input, on a side stream (default: on cuda)")
     p.add_argument("--predictor-hidden", type=int, default=1024)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--placement", type=int, default=0,
+                   help="layers 0..placement run dense; the ShadowLLM predictor reads this layer's attention "
+                        "output, DejaVu predicts the layers after it (static and dense ignore it)")
+    add_model_args(p, model=False, gguf=False)
+    p.add_argument("--spec", default=None, help="JSON of a configured bench (as the workflow passes it)")
+    p.add_argument("--config", default=None, help="a workflow config file; with --bench, run that bench")
+    p.add_argument("--bench", default=None, help="name of a bench under latency.benches of --config")
     p.add_argument("--time-budget", type=float, default=None, help="stop starting new runs after this many s")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="CSV path (a .meta.json is written beside it)")
-    p.set_defaults(func=_with_dtype(cmd_bench_latency))
+    p.set_defaults(func=cmd_bench_latency)
 
     p = sub.add_parser("predictor-flops", help="DejaVu vs ShadowLLM predictor FLOPs per token for OPT sizes")
     p.add_argument("--p", type=int, default=1024, help="predictor hidden width")
     p.add_argument("--models", nargs="*", default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_predictor_flops)
-
-    p = sub.add_parser("latency-figures", help="latency vs model size / sparsity / generation length")
-    p.add_argument("--csv", nargs="+", required=True)
-    p.add_argument("--outdir", required=True)
-    p.add_argument("--sparsity", type=float, default=0.5, help="sparsity shown in the size / length plots")
-    p.add_argument("--format", default="pdf")
-    p.add_argument("--table", default=None, help="also write the combined latency table (CSV) here")
-    p.set_defaults(func=cmd_latency_figures)
-
-
-def _with_dtype(fn):
-    def run(args):
-        if args.dtype is None:
-            args.dtype = "float16" if str(args.device).startswith("cuda") else "float32"
-        return fn(args)
-    return run
 
 
 def main(argv=None) -> int:

@@ -1,21 +1,11 @@
-"""Fused gather + matrix-vector kernels for CPU (a small C++ extension built on first use).
-
-Two operations cover every sliced matmul of a decoder whose weights are stored "one unit per row":
+"""Fused gather + matrix-vector kernels for CPU: each active row is read once, no gathered copy.
 
     gather_mv (W [N, D], x [B, D], idx [B, K])  -> y [B, K],  y[b, i] = W[idx[b, i]] . x[b]
     gather_tmv(WT [N, D], z [B, K], idx [B, K]) -> y [B, D],  y[b]    = sum_i z[b, i] * WT[idx[b, i]]
 
-gather_mv serves q/k/v and fc1 (active rows), gather_tmv serves out_proj and fc2 (stored transposed, so an
-active input unit is a contiguous row). Both must read each active row once without materialising the
-gathered matrix: a gather into a buffer followed by a GEMV reads the active weights three times and, on a
-2-core EPYC, is slower than the dense GEMV (index_select of 32 MB: ~11 ms vs 4 ms for the dense GEMV).
-
-gather_mv: a small C++ extension (`cpp_ops()`, OpenMP-SIMD dot products over the active rows, parallel
-  over rows with at::parallel_for; built with torch.utils.cpp_extension, ~30 s once, cached in
-  TORCH_EXTENSIONS_DIR). Measured on OPT-1.3B's fc1 at 50 %: 1.2 ms vs 1.3 ms for a pre-sliced GEMV and
-  3.0 ms dense. Without a compiler `cpp_ops()` is None and `torch_gather_mv` (index_select + bmm) is used.
-gather_tmv: stock `embedding_bag(mode="sum", per_sample_weights=z)` is already a fused gather + weighted
-  row sum (0.8 ms vs 1.1 ms pre-sliced on fc2 at 50 %); a hand-written C++ version was 2x slower.
+gather_mv (q/k/v, fc1) is a small C++ extension built on first use (`cpp_ops()`, None without a compiler:
+then `torch_gather_mv`, index_select + bmm); gather_tmv (out_proj, fc2, stored transposed) is stock
+`embedding_bag(mode="sum", per_sample_weights=z)`.
 """
 from __future__ import annotations
 

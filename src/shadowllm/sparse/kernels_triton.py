@@ -1,18 +1,11 @@
-"""Triton kernels: fused gather + GEMV for the per-token sparse decoder on GPU (DejaVu's best case).
+"""Triton kernels for the GPU decoder: the fused gathers of kernels_cpu plus a fused residual add + layer norm.
 
-Same two operations as kernels_cpu (see there), with the decoder's neighbouring element-wise work fused in:
     gather_mv (W [N, D], x [B, D], idx [B, K], bias, relu) -> act(W[idx] x + bias[idx])        [B, K]
     gather_tmv(WT [N, D], z [B, K], idx [B, K], bias, residual) -> residual + bias + z WT[idx]  [B, D]
-Each active row is read once, straight from the full weight matrix (no gathered copy), accumulated in
-fp32 in a [BLOCK_K, BLOCK_D] register tile that is reduced once at the end. On an H200, half of an OPT-13B FFN
-matrix (fp16): gather_mv 2.2-3.1 TB/s, gather_tmv 1.0-1.7 TB/s, cuBLAS on a pre-sliced copy 3.3 TB/s,
-index_select + GEMV 1.1 TB/s (reports/gpu/h200/check.txt). D and the rows per split (a power of two) are compile-time
-constants: one compile per model width and a few split sizes. gather_tmv splits K over programs and a small
-second kernel sums the fp32 partials in a fixed order (deterministic, no atomics) and adds bias and residual.
-Both are CUDA-graph capturable (no host synchronisation) and run under TRITON_INTERPRET=1 on CPU tensors.
-
-Importing this module without triton is fine: `available()` is False and the wrappers raise.
-The kernels also run under TRITON_INTERPRET=1 on CPU tensors (used by the tests when triton is present).
+    add_layer_norm(h, y, w, b, eps) -> (h + y, layer_norm(h + y))                               [M, D] x 2
+Rows are read straight from the full matrices and accumulated in fp32; gather_tmv sums its split-K partials
+in a fixed order (deterministic, no atomics). All are CUDA-graph capturable and run under TRITON_INTERPRET=1
+on CPU tensors; without triton `available()` is False and the wrappers raise.
 """
 from __future__ import annotations
 
@@ -124,10 +117,7 @@ if _HAVE_TRITON:
 
 
 def add_layer_norm(h: torch.Tensor, y: torch.Tensor | None, w: torch.Tensor, b: torch.Tensor, eps: float):
-    """(h + y, layer_norm(h + y)) for h, y [M, D] in one kernel (one program per row; y None: LN only).
-
-    PyTorch's layer norm spends ~9 us on one 5120-wide row on an H200 (one block, several passes), as much
-    as reading 40 MB of weights: 81 such calls were 0.77 ms of a 5.4 ms OPT-13B decode step."""
+    """(h + y, layer_norm(h + y)) for h, y [M, D] in one kernel, a launch fewer per layer (y None: LN only)."""
     _need()
     M, D = h.shape
     assert h.stride(1) == 1 and (y is None or y.stride(1) == 1)
@@ -149,7 +139,7 @@ def _need():
 # (block_k, block_d, num_warps) for gather_mv; (block_k, block_d, target_programs, num_warps) for gather_tmv.
 # The first is the default (CPU interpreter, or tuning off). On CUDA, the first eager call of a shape times
 # every candidate (CUDA events, best of a few runs) and keeps the fastest for that shape: small K (the active
-# q rows of a few heads) wants more, smaller programs than large K (half of 20k neurons) to fill 132 SMs.
+# q rows of a few heads) wants more, smaller programs than large K (half of 20k neurons) to fill the SMs.
 MV_CONFIGS = [(16, 256, 4), (8, 256, 4), (8, 512, 8), (16, 512, 8), (4, 512, 4), (32, 128, 4)]
 TMV_CONFIGS = [(32, 128, 1024, 4), (16, 256, 1024, 4), (32, 256, 512, 8), (64, 128, 512, 8), (16, 128, 2048, 4),
                (32, 64, 2048, 4)]
@@ -226,8 +216,7 @@ def gather_mv(W: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, bias: torch.T
 def gather_tmv(WT: torch.Tensor, z: torch.Tensor, idx: torch.Tensor, bias: torch.Tensor | None = None,
                residual: torch.Tensor | None = None, block_k: int | None = None, block_d: int = 256,
                splits: int | None = None, num_warps: int = 4, target: int = 512) -> torch.Tensor:
-    """y[b] = residual[b] + bias + sum_j z[b, j] * WT[idx[b, j]]: split-K partial sums in fp32, then one small
-    reduce kernel (deterministic, no atomics) that also adds bias and residual. block_k None = tuned/default."""
+    """y[b] = residual[b] + bias + sum_j z[b, j] * WT[idx[b, j]] (split-K; block_k None = tuned/default)."""
     _need()
     assert WT.stride(1) == 1 and z.stride(1) == 1 and idx.stride(1) == 1
     B, K = idx.shape

@@ -1,17 +1,17 @@
 """Importance predictors as run inside the sparse decoder (plain tensors, no nn.Module overhead).
 
-ShadowLLM: ONE predictor on layer 0's attention output A0 (the input of layer 0's out_proj, [B, d]),
+ShadowLLM: ONE predictor on the placement layer's attention output (the input of its out_proj, [B, d]),
     min-max normalised per example, Linear(d, p) - ReLU - Linear(p, L*(H+F)) -> scores for every layer.
-DejaVu-style: one predictor per prunable layer l >= 1 on that layer's input (the residual stream entering
-    layer l), Linear(d, p) - ReLU - Linear(p, H+F). (Layer 0 is never pruned, so it has no predictor.)
-
-Weights are random by default (latency only); `ShadowPredictor.from_linear_pair` adopts trained
-nn.Linear weights of the same layout.
+DejaVu-style: one predictor per layer l >= 1 on that layer's input (the residual stream entering layer l),
+    Linear(d, p) - ReLU - Linear(p, H+F). Layer 0 is never pruned, so it has none.
+Weights are random by default (latency only); `ShadowPredictor.from_linear_pair` adopts trained ones.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from ..predictors.model import minmax
 
 
 def _gen(device, seed: int) -> torch.Generator:
@@ -19,9 +19,7 @@ def _gen(device, seed: int) -> torch.Generator:
 
 
 def _init(out_f, in_f, dtype, device, gen):
-    """Random weights drawn ON `device` (a 13B-shape ShadowLLM predictor has 0.8 G parameters: drawing them on
-    the CPU took seconds per decoder). fp32 draws, cast to dtype; the same seed gives other numbers on another
-    device type, so compare devices with `.to()` copies, not with two seeded inits."""
+    """Random weights drawn on `device` (fast for big shapes); compare devices with `.to()` copies, not seeds."""
     w = torch.randn(out_f, in_f, generator=gen, dtype=torch.float32, device=gen.device) / in_f ** 0.5
     b = torch.randn(out_f, generator=gen, dtype=torch.float32, device=gen.device) * 0.01
     return w.to(dtype=dtype), b.to(dtype=dtype)
@@ -36,12 +34,6 @@ def linear_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> tor
 
 def _mv(t, device, dtype):
     return None if t is None else t.to(device=device or t.device, dtype=dtype or t.dtype)
-
-
-def minmax(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    lo = x.amin(-1, keepdim=True)
-    hi = x.amax(-1, keepdim=True)
-    return (x - lo) / (hi - lo + eps)
 
 
 class ShadowPredictor:
@@ -65,6 +57,13 @@ class ShadowPredictor:
         self.w2, self.b2 = fc2.weight.detach(), fc2.bias.detach()
         self.normalize = normalize
         return self
+
+    @classmethod
+    def from_trained(cls, pred) -> "ShadowPredictor":
+        """The decoder's view of a trained `shadowllm.predictors.Predictor` (design 'shadowllm')."""
+        if pred.design != "shadowllm":
+            raise ValueError(f"the decoder's ShadowLLM mode needs a 'shadowllm' predictor, got {pred.design!r}")
+        return cls.from_linear_pair(pred.net[0], pred.net[2], pred.L, pred.H, pred.F, normalize=pred.normalize)
 
     def __call__(self, a0: torch.Tensor) -> torch.Tensor:
         """a0 [B, d] -> scores [B, L, H+F] (heads first, then neurons)."""
@@ -100,8 +99,9 @@ class DejaVuPredictor:
         h = linear_relu(x, self.w1[l], self.b1[l])
         return F.linear(h, self.w2[l], self.b2[l])
 
-    def n_params(self) -> int:
-        return sum(t.numel() for ts in (self.w1, self.b1, self.w2, self.b2) for t in ts if t is not None)
+    def n_params(self, first: int = 1) -> int:
+        """Parameters of the predictors of layers first..L-1 (the ones a decoder with placement first-1 runs)."""
+        return sum(t.numel() for ts in (self.w1, self.b1, self.w2, self.b2) for t in ts[first:] if t is not None)
 
     def to(self, device=None, dtype=None) -> "DejaVuPredictor":
         """A copy on another device / dtype."""

@@ -68,8 +68,3 @@ def parse_size(spec: str) -> OPTShape:
             raise ValueError(f"{spec!r}: layer count must be in 1..{shape.layers}")
         shape = replace(shape, layers=k)
     return shape
-
-
-def size_tag(spec: str) -> str:
-    """File-name friendly form of a size spec ('opt-1.3b:L4' -> 'opt-1.3b_L4')."""
-    return spec.replace(":", "_")

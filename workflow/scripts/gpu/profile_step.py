@@ -2,7 +2,7 @@
 how many per step, and their summed device time (compare with the CUDA-graph ms/token of the bench: the
 difference is launch gaps). Random weights of a named OPT shape.
 
-    PYTHONPATH=src python3 reports/gpu/profile_step.py --model opt-13b --sparsity 0.5 > profile.txt
+    PYTHONPATH=src python3 workflow/scripts/gpu/profile_step.py --model opt-13b --sparsity 0.5 > profile.txt
 """
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import pyplot, save
+
 MODE_STYLE = {"dense": ("k", "o"), "static": ("tab:green", "s"), "shadowllm-prompt": ("tab:blue", "^"),
               "shadowllm-token": ("tab:cyan", "v"), "dejavu": ("tab:red", "D")}
 
@@ -24,18 +26,6 @@ def _load(paths):
                                       "dtype", "kv_policy"], keep="last")
 
 
-def _save(fig, path, sources=None):
-    from ..io import atomic_path, write_meta
-
-    with atomic_path(path, suffix=Path(path).suffix) as tmp:
-        fig.savefig(tmp, bbox_inches="tight", format=Path(path).suffix.lstrip("."))
-    write_meta(path, config={"figure": Path(path).name, "sources": sources})
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
-
-
 def _near(a, b):
     return abs(float(a) - float(b)) < 1e-9
 
@@ -47,23 +37,20 @@ TABLE_COLUMNS = ["model", "device", "device_name", "dtype", "batch", "prompt_len
 
 def latency_table(csv_paths, path) -> Path:
     """One reviewable CSV of every latency row (deduplicated), with the columns a reader compares."""
-    from ..io import atomic_path, write_meta
+    from ..io import atomic_path
+    from ..provenance import write_meta
 
     df = _load(csv_paths)
     cols = [c for c in TABLE_COLUMNS if c in df.columns]
     df = df[cols].sort_values(["model", "gen_tokens", "sparsity", "mode"])
     with atomic_path(path, suffix=".csv") as tmp:
         df.to_csv(tmp, index=False, float_format="%.4g")
-    write_meta(path, config={"sources": [str(p) for p in csv_paths]})
+    write_meta(path, config={"sources": [str(p) for p in csv_paths]}, inputs=csv_paths)
     return Path(path)
 
 
 def latency_figures(csv_paths, outdir, sparsity: float = 0.5, fmt: str = "pdf") -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     df = _load(csv_paths)
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,7 +94,7 @@ def latency_figures(csv_paths, outdir, sparsity: float = 0.5, fmt: str = "pdf") 
     ax.set_title(f"latency vs model size, sparsity {sparsity:.0%} ({dev})", fontsize=9)
     ax.legend(fontsize=7)
     p = out / f"latency_vs_size.{fmt}"
-    written.append(_save(fig, p))
+    written.append(save(fig, p, csv_paths, bbox_inches="tight"))
 
     # 2. vs sparsity, one panel per model that was swept (at its generation length with the most sparsities)
     def by_size(ms):
@@ -141,7 +128,7 @@ def latency_figures(csv_paths, outdir, sparsity: float = 0.5, fmt: str = "pdf") 
     axes[0][0].set_ylabel("decode ms / token (median, IQR)")
     axes[0][-1].legend(fontsize=7)
     p = out / f"latency_vs_sparsity.{fmt}"
-    written.append(_save(fig, p))
+    written.append(save(fig, p, csv_paths, bbox_inches="tight"))
 
     # 3. vs generation length (ms per generate call), models with several lengths
     d = at_sparsity(df, sparsity)
@@ -162,5 +149,5 @@ def latency_figures(csv_paths, outdir, sparsity: float = 0.5, fmt: str = "pdf") 
     axes[0][0].set_ylabel("ms per generate call (median, IQR)")
     axes[0][-1].legend(fontsize=7)
     p = out / f"latency_vs_genlen.{fmt}"
-    written.append(_save(fig, p))
+    written.append(save(fig, p, csv_paths, bbox_inches="tight"))
     return written

@@ -14,7 +14,6 @@ import os
 import torch
 
 PAPER_TASKS = ["piqa", "copa", "openbookqa", "winogrande", "rte", "hellaswag", "arc_easy"]
-PPL_METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
 
 
 def max_length(model) -> int:

@@ -6,10 +6,12 @@
 #                      DejaVu without its side-stream lookahead.
 #   PART=B  (~4-7 min) OPT-1.3B/6.7B/30B all modes at 50 %; sparsity sweep 0-90 % (OPT-30B, as the paper);
 #                      generation length 16/160 (OPT-13B); kv_policy=active variant; predictor FLOPs.
+# The benches themselves are config/gpu-h200.yaml's (`--config ... --bench NAME`), the same definitions that
+# `snakemake --configfile config/gpu-h200.yaml --cores 1 latency_bench` runs where snakemake is installed.
 # (Figures are drawn afterwards from the CSVs: shadowllm latency-figures.)
 #   PART=all           both.      PART=S  the sparsity sweep alone (~2 min).
 # Run from the repository root (no install, no snakemake: python3 with torch CUDA + triton):
-#     OUT=/some/dir PART=A bash reports/gpu/run_latency_grid.sh
+#     OUT=/some/dir PART=A bash workflow/scripts/gpu/run_latency_grid.sh
 # Everything goes to $WORK (default /tmp/shadowllm-gpu) and is packed after every stage into
 # $OUT/gpu-part$PART.tar.gz (one file: the device tool returns at most 8); $OUT/run-$PART.log is the summary.
 # Each CSV is rewritten after every row, so a stage cut short by its timeout keeps what it finished.
@@ -25,8 +27,10 @@ LOG="$OUT/run-$PART.log"
 log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG"; }
 pack() { tar czf "/tmp/gpu-part$PART.tar.gz" -C "$WORK" . && mv "/tmp/gpu-part$PART.tar.gz" "$OUT/"; }
 
-BENCH="$PY -m shadowllm.sparse.cli bench-latency --device cuda --dtype float16 --batch 1 --prompt-len 128 --warmup 1"
-MODES="dense static shadowllm-prompt shadowllm-token dejavu"
+CONFIG=${CONFIG:-config/gpu-h200.yaml}
+bench() {  # bench NAME: one bench of $CONFIG into $WORK/NAME.csv
+    echo $PY -m shadowllm.sparse.cli bench-latency --config "$CONFIG" --bench "$1" --out "$WORK/$1.csv"
+}
 
 stage() {  # stage NAME TIMEOUT_S ARGS...
     local name=$1 tmo=$2; shift 2
@@ -50,28 +54,20 @@ except Exception as e:
     print("triton missing:", e)
 PYEOF
     cat "$WORK/env.txt" | tee -a "$LOG"
-    stage check 110 $PY reports/gpu/check_gpu.py --out "$WORK/check.txt"
-    stage size-opt-13b 120 $BENCH --model opt-13b --sparsity 0.5 --gen-tokens 64 --repeats 5 --modes $MODES \
-        --time-budget 110 --out "$WORK/size-opt-13b.csv"
-    stage nolookahead 35 $BENCH --model opt-13b --sparsity 0.5 --gen-tokens 64 --repeats 5 --modes dejavu \
-        --lookahead false --time-budget 30 --out "$WORK/variant-nolookahead-opt-13b.csv"
+    stage check 110 $PY workflow/scripts/gpu/check_gpu.py --out "$WORK/check.txt"
+    stage size-opt-13b 120 $(bench size-opt-13b)
+    stage nolookahead 35 $(bench variant-nolookahead-opt-13b)
 fi
 
 if [ "$PART" = S ]; then  # the sparsity sweep alone
-    stage sparsity 120 $BENCH --model opt-30b --sparsity 0.5 0 0.9 0.3 0.7 0.1 0.8 0.2 0.6 0.4 --gen-tokens 32 \
-        --repeats 3 --modes $MODES --time-budget 110 --out "$WORK/sparsity-opt-30b.csv"
+    stage sparsity 120 $(bench sparsity-opt-30b)
 fi
 
 if [ "$PART" = B ] || [ "$PART" = all ]; then
-    stage size 150 $BENCH --model opt-1.3b opt-30b opt-6.7b --sparsity 0.5 --gen-tokens 64 --repeats 5 \
-        --modes $MODES --time-budget 140 --out "$WORK/size.csv"
-    # sparsities in an order that spans 0-90 % early, in case the stage is cut short
-    stage sparsity 120 $BENCH --model opt-30b --sparsity 0.5 0 0.9 0.3 0.7 0.1 0.8 0.2 0.6 0.4 --gen-tokens 32 \
-        --repeats 3 --modes $MODES --time-budget 110 --out "$WORK/sparsity-opt-30b.csv"
-    stage genlen 50 $BENCH --model opt-13b --sparsity 0.5 --gen-tokens 16 160 --repeats 3 --modes $MODES \
-        --time-budget 45 --out "$WORK/genlen-opt-13b.csv"
-    stage kvactive 30 $BENCH --model opt-13b --sparsity 0.5 --gen-tokens 64 --repeats 5 \
-        --modes shadowllm-token dejavu --kv-policy active --time-budget 25 --out "$WORK/variant-kvactive-opt-13b.csv"
+    stage size 150 $(bench size)
+    stage sparsity 120 $(bench sparsity-opt-30b)
+    stage genlen 50 $(bench genlen-opt-13b)
+    stage kvactive 30 $(bench variant-kvactive-opt-13b)
     $PY -m shadowllm.sparse.cli predictor-flops --out "$WORK/predictor_flops.csv" > "$WORK/predictor_flops.log" 2>&1
     pack
 fi

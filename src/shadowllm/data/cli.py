@@ -1,0 +1,19 @@
+"""Subcommand: prepare-tasks (lm-eval YAMLs of the shipped tasks with absolute data paths)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def cmd_prepare_tasks(args):
+    from . import materialize_tasks
+
+    tasks = args.tasks.split(",") if args.tasks else None
+    out = materialize_tasks(Path(args.out), tasks)
+    print(f"lm-eval task configs with absolute data paths in {out}")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("prepare-tasks", help="write lm-eval task YAMLs of the shipped tasks with absolute paths")
+    p.add_argument("--out", required=True)
+    p.add_argument("--tasks", default="", help="comma-separated (default: all)")
+    p.set_defaults(func=cmd_prepare_tasks)

@@ -1,0 +1,47 @@
+"""Subcommands: plot-eval, plot-dependence, latency-figures (each reads results tables only)."""
+from __future__ import annotations
+
+
+def cmd_plot_eval(args):
+    from .eval import eval_vs_sparsity
+
+    print(f"[figures] wrote {eval_vs_sparsity(args.table, args.out, title=args.title)}")
+
+
+def cmd_plot_dependence(args):
+    from .dependence import input_dependence_figure
+
+    print(f"[figures] wrote {input_dependence_figure(args.csv, args.out, title=args.title)}")
+
+
+def cmd_latency_figures(args) -> int:
+    from .latency import latency_figures, latency_table
+
+    outs = latency_figures(args.csv, args.outdir, sparsity=args.sparsity, fmt=args.format)
+    if args.table:
+        outs.append(latency_table(args.csv, args.table))
+    for o in outs:
+        print(f"[figures] wrote {o}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("plot-eval", help="accuracy and perplexity vs sparsity, from an evaluation table")
+    p.add_argument("--table", required=True)
+    p.add_argument("--title", default="")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_plot_eval)
+
+    p = sub.add_parser("plot-dependence", help="input dependence of head importance (Figure 2), from its CSV")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--title", default="")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_plot_dependence)
+
+    p = sub.add_parser("latency-figures", help="latency vs model size / sparsity / generation length")
+    p.add_argument("--csv", nargs="+", required=True)
+    p.add_argument("--outdir", required=True)
+    p.add_argument("--sparsity", type=float, default=0.5, help="sparsity shown in the size / length plots")
+    p.add_argument("--format", default="pdf")
+    p.add_argument("--table", default=None, help="also write the combined latency table (CSV) here")
+    p.set_defaults(func=cmd_latency_figures)

@@ -1,0 +1,52 @@
+"""A MaskSource that runs a ShadowLLM predictor inside the forward pass: the placement layer's predictor input
+at one position decides every later layer's mask before that layer runs (no second pass)."""
+from __future__ import annotations
+
+import torch
+
+from ..adapter import Adapter
+from ..masks import Mask, mask_from_scores
+from .model import Predictor
+
+
+class PredictedMasks:
+    """Masks from `pred` at `sparsity`; layers 0..placement stay dense. position: the token whose predictor
+    input is read ([B] indices, or an int such as -1 for the last position of every sequence)."""
+
+    def __init__(self, pred: Predictor, sparsity: float, style: str = "local", units: str = "both",
+                 position: int | torch.Tensor = -1):
+        if pred.design != "shadowllm":
+            raise ValueError(f"PredictedMasks runs a 'shadowllm' predictor, got design {pred.design!r}")
+        self.pred, self.sparsity, self.style, self.units, self.position = pred, sparsity, style, units, position
+        self.mask: Mask | None = None
+        self.seen: torch.Tensor | None = None  # the predictor input that decided the current mask [B, d_in]
+
+    def attach(self, ad: Adapter):
+        if (ad.n_layers, ad.n_heads, ad.n_neurons) != (self.pred.L, self.pred.H, self.pred.F):
+            raise ValueError(f"predictor for L={self.pred.L}, H={self.pred.H}, F={self.pred.F} does not fit the "
+                             f"model (L={ad.n_layers}, H={ad.n_heads}, F={ad.n_neurons})")
+        return [ad.on_predictor_input(self.pred.placement, self._decide)]
+
+    def _decide(self, a: torch.Tensor) -> None:
+        B = a.shape[0]
+        pos = self.position if torch.is_tensor(self.position) else torch.full((B,), self.position)
+        x = a[torch.arange(B, device=a.device), pos.to(a.device)]
+        self.seen = x.detach()
+        with torch.no_grad():
+            s = self.pred(x.to(next(self.pred.parameters()).dtype)).float().cpu()   # [B, L, H+F]
+        H = self.pred.H
+        self.mask = mask_from_scores(s[..., :H], s[..., H:], self.sparsity, self.style, units=self.units,
+                                     placement=self.pred.placement)
+
+    def _of(self, l: int, unit: str):
+        if l <= self.pred.placement:
+            return None
+        if self.mask is None:
+            raise RuntimeError(f"layer {l} ran before the placement layer {self.pred.placement} decided the mask")
+        return getattr(self.mask, unit)[:, l]
+
+    def head_mask(self, l):
+        return self._of(l, "heads")
+
+    def neuron_mask(self, l):
+        return self._of(l, "neurons")

@@ -1,0 +1,105 @@
+"""A layer's matrices restricted to a set of heads and neurons, and the index helpers that pick them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .weights import LayerW
+
+ALIGN = 8  # sliced FFN widths are padded to a multiple of this many rows (16 bytes of fp16)
+
+
+def align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def topk_idx(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """scores [..., U] -> the k best unit indices [..., k], sorted (sorted rows read memory in order)."""
+    return scores.topk(k, dim=-1).indices.sort(dim=-1).values
+
+
+def onehot(idx: torch.Tensor, n: int, dtype) -> torch.Tensor:
+    """idx [..., k] -> 0/1 [..., n]."""
+    out = torch.zeros(*idx.shape[:-1], n, dtype=dtype, device=idx.device)
+    return out.scatter_(-1, idx, 1.0)
+
+
+def union_capacity(m01: torch.Tensor, cap: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """m01 [B, U] 0/1 -> (idx [cap] sorted, covering the union; keep [B, cap] or None when B == 1)."""
+    u = m01.amax(0)
+    order = torch.argsort(u, descending=True, stable=True)[:cap]
+    idx = order.sort().values
+    keep = m01[:, idx] if m01.shape[0] > 1 else None
+    return idx, keep
+
+
+@dataclass
+class Slice:
+    """A layer restricted to `nh` heads and `nf` neurons (or the full LayerW, as views).
+
+    The FFN buffers have nf_pad = nf rounded up to a multiple of ALIGN rows so cuBLAS keeps its aligned
+    kernels; the extra rows of fc1 (weight and bias) and fc2 are zero, their ReLU outputs 0: exact."""
+    ln1_w: torch.Tensor | None
+    ln1_b: torch.Tensor | None
+    wqkv: torch.Tensor                       # [3*nh*dh, d]
+    bqkv: torch.Tensor | None
+    woT: torch.Tensor                        # [nh*dh, d]
+    bo: torch.Tensor | None
+    ln2_w: torch.Tensor | None
+    ln2_b: torch.Tensor | None
+    w1: torch.Tensor                         # [nf_pad, d]
+    b1: torch.Tensor | None
+    w2T: torch.Tensor                        # [nf_pad, d]
+    b2: torch.Tensor | None
+    nh: int
+    nf: int
+    head_keep: torch.Tensor | None = None    # [B, nh] per-sequence 0/1 inside the union
+    neuron_keep: torch.Tensor | None = None  # [B, nf_pad] (0 in the padding)
+    nf_pad: int = 0                          # rows of the FFN buffers (>= nf)
+
+    def __post_init__(self):
+        self.nf_pad = self.nf_pad or self.w1.shape[0]
+
+    @classmethod
+    def full(cls, lw: LayerW, H: int) -> "Slice":
+        return cls(lw.ln1_w, lw.ln1_b, lw.wqkv, lw.bqkv, lw.woT, lw.bo, lw.ln2_w, lw.ln2_b, lw.w1, lw.b1,
+                   lw.w2T, lw.b2, H, lw.w1.shape[0])
+
+    @classmethod
+    def empty_like(cls, lw: LayerW, nh: int, nf: int, dh: int) -> "Slice":
+        """Buffers for nh heads / nf neurons, filled later by fill() (allocated once, before any graph)."""
+        nf_pad = align(nf) if nf < lw.w1.shape[0] else nf
+
+        def e(t, n):
+            return None if t is None else torch.empty(n, *t.shape[1:], dtype=t.dtype, device=t.device)
+
+        def ez(t):  # FFN buffer with its padding rows zeroed once (fill() writes only the first nf rows)
+            if t is None:
+                return None
+            out = e(t, nf_pad)
+            out[nf:].zero_()
+            return out
+
+        return cls(lw.ln1_w, lw.ln1_b, e(lw.wqkv, 3 * nh * dh), e(lw.bqkv, 3 * nh * dh), e(lw.woT, nh * dh), lw.bo,
+                   lw.ln2_w, lw.ln2_b, ez(lw.w1), ez(lw.b1), ez(lw.w2T), lw.b2, nh, nf, nf_pad=nf_pad)
+
+    def pad_keep(self, keep: torch.Tensor) -> torch.Tensor:
+        """[B, nf] 0/1 -> [B, nf_pad] with zeros in the padding."""
+        return F.pad(keep, (0, self.nf_pad - keep.shape[1]))
+
+    def fill(self, lw: LayerW, head_idx: torch.Tensor, neuron_idx: torch.Tensor, dh: int, H: int) -> None:
+        """Copy the rows of head_idx [nh] / neuron_idx [nf] into this slice's buffers (no reallocation)."""
+        dev = head_idx.device
+        rows = (head_idx[:, None] * dh + torch.arange(dh, device=dev)).reshape(-1)
+        rows3 = torch.cat([rows, rows + H * dh, rows + 2 * H * dh])
+        torch.index_select(lw.wqkv, 0, rows3, out=self.wqkv)
+        if lw.bqkv is not None:
+            torch.index_select(lw.bqkv, 0, rows3, out=self.bqkv)
+        torch.index_select(lw.woT, 0, rows, out=self.woT)
+        nf = neuron_idx.numel()
+        torch.index_select(lw.w1, 0, neuron_idx, out=self.w1[:nf])
+        if lw.b1 is not None:
+            torch.index_select(lw.b1, 0, neuron_idx, out=self.b1[:nf])
+        torch.index_select(lw.w2T, 0, neuron_idx, out=self.w2T[:nf])

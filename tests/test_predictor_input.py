@@ -1,0 +1,105 @@
+"""One predictor input: traces, masks decided in the forward pass and the sliced decoder read the same tensor
+(the input of the placement layer's attention out-projection at the last token), and a trained-format
+predictor gives the same masks and logits in the stock model and in the decoder."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shadowllm.adapter import get_adapter
+from shadowllm.importance.collect import Example, collect
+from shadowllm.masks import MaskHooks, StaticMask
+from shadowllm.predictors import Predictor, PredictedMasks, load_predictor
+from shadowllm.sparse import OPTWeights, SparseOPT
+from shadowllm.sparse.predictors import ShadowPredictor
+
+from test_sparse_decoder import prompt, tiny_opt
+
+
+def out_proj_input(model, ids, layer):
+    """Independent reference: a plain pre-hook on the stock out_proj, last position."""
+    got = {}
+    h = model.model.decoder.layers[layer].self_attn.out_proj.register_forward_pre_hook(
+        lambda m, a: got.__setitem__("a", a[0][:, -1].detach().clone()))
+    with torch.no_grad():
+        model(input_ids=ids)
+    h.remove()
+    return got["a"]
+
+
+class Recorder:
+    """Stands in for the decoder's predictor: records what it is fed, returns fixed scores."""
+
+    def __init__(self, scores):
+        self.scores, self.fed = scores, []
+
+    def __call__(self, a0):
+        self.fed.append(a0.detach().clone())
+        return self.scores[: a0.shape[0]].to(a0.dtype)
+
+    def n_params(self):
+        return 0
+
+
+@pytest.mark.parametrize("placement", [0, 1])
+def test_traces_masks_and_decoder_read_the_same_tensor(placement):
+    model = tiny_opt()
+    ad = get_adapter(model)
+    ids = prompt(B=2, T=7)
+    ref = out_proj_input(model, ids, placement)                                   # [B, H*dh]
+
+    exs = [Example(str(b), ids[b, :-2].tolist(), ids[b, -2:].tolist()) for b in range(ids.shape[0])]
+    col = collect(model.float(), exs, ["l2_norm"], batch_size=2, placement_layers=[placement])
+    model.double()
+    torch.testing.assert_close(col.inputs[placement], ref.float(), rtol=1e-5, atol=1e-6)
+
+    pred = Predictor("shadowllm", ad.n_heads * ad.head_dim, ad.n_layers, ad.n_heads, ad.n_neurons, hidden=16,
+                     placement=placement).double()
+    src = PredictedMasks(pred, sparsity=0.5, style="local")
+    with MaskHooks(ad, src), torch.no_grad():
+        model(input_ids=ids)
+    torch.testing.assert_close(src.seen, ref, rtol=0, atol=0)
+
+    rec = Recorder(torch.randn(2, ad.n_layers, ad.n_heads + ad.n_neurons, dtype=torch.float64))
+    dec = SparseOPT(OPTWeights.from_hf(model), "shadowllm-prompt", 0.5, shadow=rec, placement=placement)
+    dec.setup(2, 16).prefill(ids)
+    torch.testing.assert_close(rec.fed[0], ref, rtol=1e-12, atol=1e-12)
+
+
+def test_trained_format_predictor_same_masks_and_logits_in_stock_model_and_decoder(tmp_path):
+    model = tiny_opt()
+    ad = get_adapter(model)
+    ids = prompt(B=2, T=7)
+    torch.manual_seed(3)
+    pred = Predictor("shadowllm", ad.n_heads * ad.head_dim, ad.n_layers, ad.n_heads, ad.n_neurons, hidden=16,
+                     placement=0).double()
+    pred.save(tmp_path / "p.safetensors", meta={"model": "tiny", "criterion": "plainact"})
+    again, meta = load_predictor(tmp_path / "p.safetensors", expect={"n_layers": ad.n_layers})
+    assert meta["criterion"] == "plainact"
+    x = torch.randn(3, ad.n_heads * ad.head_dim, dtype=torch.float64)
+    torch.testing.assert_close(again.double()(x), pred(x), rtol=0, atol=0)
+
+    src = PredictedMasks(again.double(), sparsity=0.5, style="local")
+    with MaskHooks(ad, src), torch.no_grad():
+        one_pass = model(input_ids=ids).logits
+    with MaskHooks(ad, StaticMask(src.mask)), torch.no_grad():
+        two_pass = model(input_ids=ids).logits
+    torch.testing.assert_close(one_pass, two_pass, rtol=0, atol=0)
+    assert src.mask.heads[:, 0].all() and src.mask.heads[:, 1:].mean() == 0.5
+
+    dec = SparseOPT(OPTWeights.from_hf(model), "shadowllm-prompt", 0.5,
+                    shadow=ShadowPredictor.from_trained(again.double()))
+    dec.record = True
+    logits = dec.setup(2, 16).prefill(ids, all_logits=True)
+    _, hm, nm = dec.trace[0]
+    assert torch.equal(hm, src.mask.heads) and torch.equal(nm, src.mask.neurons)
+    torch.testing.assert_close(logits, one_pass, rtol=1e-9, atol=1e-9)
+
+
+def test_predictor_file_of_another_model_is_refused(tmp_path):
+    pred = Predictor("shadowllm", 8, 3, 2, 16, hidden=4)
+    pred.save(tmp_path / "p.safetensors")
+    with pytest.raises(ValueError, match="n_layers is 3, expected 6"):
+        load_predictor(tmp_path / "p.safetensors", expect={"n_layers": 6})
+    with pytest.raises(ValueError, match="placement layer 3"):
+        Predictor("shadowllm", 8, 3, 2, 16, placement=3)

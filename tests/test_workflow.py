@@ -1,0 +1,126 @@
+"""The workflow as a user runs it: lint-clean, configurations that never collide, the small run end to end."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p.name for p in (REPO / "config").glob("*.yaml"))
+SOURCES = ("Snakefile", "workflow", "config", "envs")
+
+
+def snakemake(*args, cwd=REPO, timeout=300):
+    exe = Path(sys.executable).parent / "snakemake"
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    return subprocess.run([str(exe) if exe.exists() else "snakemake", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def config_args(name):
+    return [] if name == "config.yaml" else ["--configfile", f"config/{name}"]
+
+
+def tracked_files() -> set[str]:
+    out = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True)
+    if out.returncode:
+        pytest.skip("not a git checkout")
+    return set(out.stdout.split())
+
+
+def planned_paths(name) -> tuple[set[str], set[str]]:
+    """(every output and log path a dry run of the configuration plans, the files its publish step writes)."""
+    r = snakemake("-n", "--summary", *config_args(name))
+    assert r.returncode == 0, r.stderr[-3000:]
+    paths = set()
+    for line in r.stdout.splitlines():
+        cols = line.split("\t")
+        if len(cols) >= 4 and cols[0] != "output_file":
+            paths.add(cols[0])
+            paths.update(x for x in cols[3].split(",") if x not in ("-", ""))
+    r = snakemake("-n", "-p", "--forceall", *config_args(name))
+    published = set()
+    for line in r.stdout.splitlines():
+        if "shadowllm publish " in line:
+            published = {item.split("=", 1)[1] for item in line.split() if "=" in item}
+    return paths, published
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_lint_is_clean(name):
+    r = snakemake("--lint", *config_args(name))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Congratulations, your workflow is in a good condition!" in r.stdout + r.stderr, r.stdout[-3000:]
+
+
+def test_configurations_never_collide_and_only_the_embedded_run_publishes():
+    tracked = tracked_files()
+    plans = {name: planned_paths(name) for name in CONFIGS}
+    assert len(plans) >= 4
+    for name, (paths, published) in plans.items():
+        assert paths, f"{name}: the dry run plans no output"
+        run = {p.split("/")[1] for p in paths if p.startswith(("results/", "logs/"))}
+        assert len(run) == 1, f"{name}: outputs under several run folders {run}"
+        assert not (paths & tracked), f"{name}: jobs write committed files {sorted(paths & tracked)[:5]}"
+        assert all(p.startswith(("results/", "logs/", "benchmarks/")) for p in paths), \
+            f"{name}: outputs outside results/: {[p for p in paths if not p.startswith('results/')][:5]}"
+        if name == "config.yaml":
+            assert published and published <= tracked, f"embedded run publishes {published - tracked}"
+        else:
+            assert not published, f"{name} publishes into the committed tree: {sorted(published)}"
+    names = list(plans)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = plans[a][0] & plans[b][0]
+            assert not shared, f"{a} and {b} share outputs: {sorted(shared)[:5]}"
+
+
+@pytest.mark.slow
+def test_small_configuration_runs_locally_and_then_has_nothing_to_do(tmp_path):
+    for s in SOURCES:
+        (tmp_path / s).symlink_to(REPO / s)
+    args = ["-s", "Snakefile", "--cores", "2", "--configfile", "config/test-small.yaml"]
+    r = snakemake(*args, cwd=tmp_path, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = tmp_path / "results" / "test-small"
+    assert (res / "tables/tiny-opt/eval.csv").is_file()
+    assert (res / "figures/tiny-opt/input_dependence.png").stat().st_size > 0
+    assert not (tmp_path / "figures").exists() and not (tmp_path / "reports").exists()
+    r = snakemake(*args, "-n", cwd=tmp_path)
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, r.stdout[-2000:]
+    # every output has its provenance sidecar, and none was written from a modified checkout by this run
+    for f in res.rglob("*.json"):
+        if f.name.endswith(".meta.json") or f.parent.name == "model":
+            continue
+        assert Path(str(f) + ".meta.json").is_file(), f
+
+
+def test_check_config_works_from_a_wheel(tmp_path):
+    """`shadowllm check-config` reads its schema and task list from the installed package, not the checkout."""
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                        str(tmp_path / "wheel"), str(REPO)], capture_output=True, text=True, timeout=300)
+    if r.returncode and "setuptools" in r.stderr:
+        pytest.skip("no setuptools to build a wheel offline")
+    assert r.returncode == 0, r.stderr[-2000:]
+    (whl,) = (tmp_path / "wheel").glob("shadowllm-*.whl")
+    site = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(whl)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = tmp_path / "c.yaml"
+    shutil.copy(REPO / "config" / "config.yaml", cfg)
+    env = dict(os.environ, PYTHONPATH=str(site))
+    code = ("import shadowllm, sys; from shadowllm.cli import main; "
+            "assert shadowllm.__file__.startswith(sys.argv[1]), shadowllm.__file__; "
+            "sys.exit(main(['check-config', sys.argv[2]]))")
+    r = subprocess.run([sys.executable, "-c", code, str(site), str(cfg)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "'embedded' is valid" in r.stdout, r.stdout + r.stderr
+    cfg.write_text(cfg.read_text().replace("bb_winowhy, bb_strategyqa]", "bb_winowhy, bb_nosuch]"))
+    r = subprocess.run([sys.executable, "-c", code, str(site), str(cfg)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "'bb_nosuch'" in r.stderr, r.stdout + r.stderr

@@ -1,0 +1,68 @@
+rule figure_eval:
+    """Accuracy and perplexity of the model, unpruned and under each mask, against sparsity."""
+    input:
+        f"{R}/tables/{{model}}/eval.csv",
+    output:
+        report(f"{R}/figures/{{model}}/eval_vs_sparsity.png", caption="../report/eval_vs_sparsity.rst",
+               category="Evaluation"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{L}/figures/{{model}}/eval_vs_sparsity.log",
+    benchmark:
+        f"{B}/figures/{{model}}/eval_vs_sparsity.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+        gpu=0,
+    shell:
+        "shadowllm plot-eval --table {input} --title {wildcards.model} --out {output} > {log} 2>&1"
+
+
+rule figure_dependence:
+    """Figure 2: input dependence of head importance, drawn from its CSV."""
+    input:
+        f"{R}/importance/{{model}}/input_dependence.csv",
+    output:
+        report(f"{R}/figures/{{model}}/input_dependence.png", caption="../report/input_dependence.rst",
+               category="Importance"),
+    params:
+        title=dependence_title,
+    conda:
+        CONDA_ENV
+    log:
+        f"{L}/figures/{{model}}/input_dependence.log",
+    benchmark:
+        f"{B}/figures/{{model}}/input_dependence.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+        gpu=0,
+    shell:
+        "shadowllm plot-dependence --csv {input} --title '{params.title}' --out {output} > {log} 2>&1"
+
+
+rule figure_latency:
+    """Latency vs model size, sparsity and generation length, and the combined latency table."""
+    input:
+        lat_csvs(),
+    output:
+        figures=report(expand(f"{R}/figures/{{fig}}.png", fig=LAT_FIGURES),
+                       caption="../report/latency.rst", category="Latency"),
+        table=f"{R}/latency/latency.csv",
+    params:
+        outdir=lambda wc, output: os.path.dirname(output.figures[0]),
+        sparsity=LAT["figure_sparsity"] if LAT else 0.5,
+    conda:
+        CONDA_ENV
+    log:
+        f"{L}/figures/latency.log",
+    benchmark:
+        f"{B}/figures/latency.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+        gpu=0,
+    shell:
+        "shadowllm latency-figures --csv {input} --outdir {params.outdir} --sparsity {params.sparsity} "
+        "--format png --table {output.table} > {log} 2>&1"
