@@ -55,6 +55,8 @@ def test_bench_latency_cli_and_figures(tmp_path, monkeypatch):
     assert shadowllm_main(["latency-figures", "--csv", str(out), "--outdir", str(figs), "--format", "png"]) == 0
     assert {p.name for p in figs.iterdir()} >= {"latency_vs_size.png", "latency_vs_sparsity.png",
                                                  "latency_vs_genlen.png"}
+    side = json.loads((figs / "latency_vs_size.png.meta.json").read_text())
+    assert side["config"]["sources"] == [str(out)] and list(side["inputs"]) == [str(out)]
 
 
 def test_bench_latency_placement(tmp_path, monkeypatch):

@@ -22,8 +22,8 @@ def _load(paths):
     if not frames:
         raise ValueError("no latency rows in the given CSV files")
     df = pd.concat(frames, ignore_index=True)
-    return df.drop_duplicates(subset=["model", "batch", "prompt_len", "gen_tokens", "sparsity", "mode", "device",
-                                      "dtype", "kv_policy"], keep="last")
+    key = ["model", "batch", "prompt_len", "gen_tokens", "sparsity", "mode", "device", "dtype", "kv_policy"]
+    return df.drop_duplicates(subset=key + [c for c in ("placement",) if c in df.columns], keep="last")
 
 
 def _near(a, b):
