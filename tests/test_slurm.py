@@ -42,8 +42,10 @@ TEST_CONFIG = "config/test-small.yaml"
 SOURCES = ("Snakefile", "workflow", "config", "envs")
 REQUIRE = os.environ.get("SHADOWLLM_REQUIRE_SLURM", "") not in ("", "0")
 DAG_TIMEOUT = int(os.environ.get("SHADOWLLM_SLURM_TEST_TIMEOUT", "480"))
-# keys/columns whose values legitimately differ between two runs (timings, hosts)
-VOLATILE = re.compile(r"(time|latency|elapsed|seconds|duration|throughput|per_s(ec)?$|_s$|date|host|pid|commit)", re.I)
+# keys/columns whose values legitimately differ between two runs (timings, hosts; `inputs`: the sidecars' sha256 of
+# input files, whose bytes hold timings or safetensors' per-process metadata order; those files are compared here)
+VOLATILE = re.compile(r"(time|latency|elapsed|seconds|duration|throughput|per_s(ec)?$|_s$|date|host|pid|commit|^inputs$)",
+                      re.I)
 
 
 # --------------------------------------------------------------------------------------------- helpers
