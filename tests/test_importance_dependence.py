@@ -2,8 +2,13 @@
 import numpy as np
 
 from shadowllm.figures.dependence import input_dependence_figure
-from shadowllm.importance.dependence import (hist_variance, input_dependence, rank_variance, read_dependence,
-                                             references)
+from shadowllm.importance.dependence import (
+    hist_variance,
+    input_dependence,
+    rank_variance,
+    read_dependence,
+    references,
+)
 from shadowllm.importance.traces import bytes_per_example
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_sparse_decoder import prompt, tiny_opt
 
 from shadowllm.adapter import get_adapter
 from shadowllm.importance.collect import Example, collect
 from shadowllm.masks import MaskHooks, StaticMask
-from shadowllm.predictors import Predictor, PredictedMasks, load_predictor
+from shadowllm.predictors import PredictedMasks, Predictor, load_predictor
 from shadowllm.sparse import OPTWeights, SparseOPT
 from shadowllm.sparse.predictors import ShadowPredictor
-
-from test_sparse_decoder import prompt, tiny_opt
 
 
 def out_proj_input(model, ids, layer):

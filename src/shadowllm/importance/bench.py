@@ -71,8 +71,8 @@ def _one(args) -> int:
 
     import torch
 
-    from .collect import collect
     from ..cli import set_threads
+    from .collect import collect
 
     set_threads(args.threads)
     model, tok = _load(args)
@@ -142,13 +142,11 @@ def cmd_oracle(args) -> int:
     from scipy.stats import spearmanr
 
     from ..adapter import get_adapter
-    from ..loading import load_model
+    from ..cli import set_threads
+    from ..loading import load_model, resolve_device
     from ..masks import Mask, MaskHooks, StaticMask
     from .collect import _pad_batch, collect, example_losses
     from .criteria import CRITERIA
-
-    from ..cli import set_threads
-    from ..loading import resolve_device
 
     _check_model(args)
     set_threads(args.threads)
