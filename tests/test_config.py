@@ -64,7 +64,7 @@ def test_validate_names_bad_value(mutate, needles):
         assert n in str(e.value)
 
 
-@pytest.mark.parametrize("mutate,needles", CASES[:1] + CASES[2:3] + CASES[4:6])
+@pytest.mark.parametrize("mutate,needles", CASES[:1] + CASES[2:3] + CASES[4:6] + CASES[7:8])
 def test_snakemake_stops_before_any_job(tmp_path, mutate, needles):
     cfgfile = tmp_path / "bad.yaml"
     cfgfile.write_text(yaml.safe_dump(bad(mutate)))

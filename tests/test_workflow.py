@@ -124,3 +124,25 @@ def test_check_config_works_from_a_wheel(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, str(site), str(cfg)], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "'bb_nosuch'" in r.stderr, r.stdout + r.stderr
+
+
+def test_conda_post_deploy_installs_the_package_from_the_workflow_source(tmp_path):
+    """Snakemake runs envs/shadowllm.post-deploy.sh from a copy under .snakemake/conda/, inside the new env: the
+    script must install from SHADOWLLM_SRC, which the workflow exports as its own source folder."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python").write_text('#!/bin/sh\necho "$@" > "$SHIM_OUT"\n')
+    (shim / "python").chmod(0o755)
+    copy = tmp_path / "conda" / "abc.post-deploy.sh"   # where Snakemake puts it
+    copy.parent.mkdir()
+    shutil.copy(REPO / "envs" / "shadowllm.post-deploy.sh", copy)
+    env = dict(os.environ, PATH=f"{shim}{os.pathsep}{os.environ['PATH']}", SHIM_OUT=str(tmp_path / "args"),
+               SHADOWLLM_SRC=str(REPO))
+    r = subprocess.run(["bash", str(copy)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "args").read_text().split() == ["-m", "pip", "install", "--no-deps", "-e", str(REPO)]
+    env.pop("SHADOWLLM_SRC")
+    r = subprocess.run(["bash", str(copy)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and "SHADOWLLM_SRC" in r.stderr
+    common = (REPO / "workflow/rules/common.smk").read_text()
+    assert '"SHADOWLLM_SRC": str(Path(workflow.basedir).resolve())' in common
