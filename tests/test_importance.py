@@ -53,7 +53,7 @@ def make_examples(n=4, seed=1):
 
 @pytest.fixture(scope="module")
 def batched(model):
-    return C.collect(model, make_examples(), list(CRITERIA), batch_size=4, placement_layers=[1])
+    return C.collect(model, make_examples(), list(CRITERIA), batch_size=4, placement_layers=[1], layer_inputs=True)
 
 
 # ---- the direct computation: plain autograd on one example, no collector code ------------------------
@@ -180,11 +180,11 @@ def test_criteria_match_direct_autograd(model, batched, ei):
 
 def test_batched_equals_one_by_one_and_padding_is_inert(model, batched):
     exs = make_examples()
-    single = C.collect(model, exs, list(CRITERIA), batch_size=1, placement_layers=[1])
+    single = C.collect(model, exs, list(CRITERIA), batch_size=1, placement_layers=[1], layer_inputs=True)
     # a different pad token and a long partner that forces much more padding
     long = C.Example("long", [5] * 30, [6, 7])
     padded = C.collect(model, exs + [long], list(CRITERIA), batch_size=5, placement_layers=[1], pad_token_id=17,
-                       sort_by_length=False)
+                       sort_by_length=False, layer_inputs=True)
     for other in (single, padded):
         for name in CRITERIA:
             torch.testing.assert_close(batched.heads[name], other.heads[name][:4], rtol=1e-9, atol=1e-12)
@@ -192,20 +192,33 @@ def test_batched_equals_one_by_one_and_padding_is_inert(model, batched):
                 torch.testing.assert_close(batched.neurons[name], other.neurons[name][:4], rtol=1e-9, atol=1e-12)
         for l in batched.inputs:
             torch.testing.assert_close(batched.inputs[l], other.inputs[l][:4], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(batched.inputs_context[l], other.inputs_context[l][:4], rtol=1e-5, atol=1e-6)
+        for l in batched.layer_inputs:
+            torch.testing.assert_close(batched.layer_inputs[l], other.layer_inputs[l][:4], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(batched.layer_inputs_context[l], other.layer_inputs_context[l][:4],
+                                       rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(batched.loss, other.loss[:4], rtol=1e-6, atol=1e-9)
 
 
-def test_predictor_inputs_are_out_proj_input_at_last_real_token(model, batched):
+def test_predictor_inputs_are_out_proj_input_at_last_real_and_last_context_token(model, batched):
     e = make_examples()[1]
-    ins = {}
-    hs = [model.model.decoder.layers[l].self_attn.out_proj.register_forward_pre_hook(
+    ins, lay = {}, {}
+    layers = model.model.decoder.layers
+    hs = [layers[l].self_attn.out_proj.register_forward_pre_hook(
         lambda m, a, l=l: ins.__setitem__(l, a[0].detach())) for l in (0, 1)]
+    hs += [layers[l].register_forward_pre_hook(lambda m, a, k, l=l: lay.__setitem__(l, (a[0] if a else k[
+        "hidden_states"]).detach()), with_kwargs=True) for l in range(L)]
     with torch.no_grad():
         model(input_ids=torch.tensor([e.ctx_ids + e.cont_ids]))
     for h in hs:
         h.remove()
+    c = len(e.ctx_ids) - 1
     for l in (0, 1):
         torch.testing.assert_close(batched.inputs[l][1], ins[l][0, -1].float())
+        torch.testing.assert_close(batched.inputs_context[l][1], ins[l][0, c].float())
+    for l in range(L):  # DejaVu's input: the residual stream entering each layer
+        torch.testing.assert_close(batched.layer_inputs[l][1], lay[l][0, -1].float())
+        torch.testing.assert_close(batched.layer_inputs_context[l][1], lay[l][0, c].float())
 
 
 def test_gradient_free_criteria_run_without_backward(model, batched, monkeypatch):
@@ -237,7 +250,10 @@ def test_write_and_read_traces(model, batched, tmp_path):
     with pytest.raises(ValueError, match="head-only"):
         load_scores(tmp_path / "jacov.safetensors", "neurons")
     inp = load_inputs(tmp_path / "inputs.safetensors")
-    assert inp["ids"] == batched.ids and set(inp["predictor_input"]) == {0, 1}
+    assert inp["ids"] == batched.ids
+    assert set(inp["predictor_input"]["full"]) == set(inp["predictor_input"]["context"]) == {0, 1}
+    torch.testing.assert_close(inp["predictor_input"]["full"][1], batched.inputs[1], rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(inp["predictor_input"]["context"][0], batched.inputs_context[0], rtol=1e-3, atol=1e-3)
     assert read_meta(tmp_path / "fisher.safetensors")["criterion"] == "fisher"
     meta = json.loads((tmp_path / "fisher.safetensors.meta.json").read_text())
     assert meta["config"]["k"] == 3

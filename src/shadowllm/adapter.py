@@ -60,6 +60,12 @@ class Adapter:
         output A [B, T, H*dh] entering the attention out-projection (what the sliced decoder reads)."""
         return self.attn_out(l)
 
+    def on_layer_input(self, l: int, fn: Callable[[torch.Tensor], None]) -> RemovableHandle:
+        """Call fn(h [B, T, d]) with the residual stream entering decoder layer l (a DejaVu predictor's input)."""
+        def hook(module, args, kwargs):
+            fn(args[0] if args else kwargs["hidden_states"])
+        return self.layers()[l].register_forward_pre_hook(hook, with_kwargs=True)
+
     def on_predictor_input(self, l: int, fn: Callable[[torch.Tensor], None]) -> RemovableHandle:
         """Call fn(A [B, T, H*dh]) whenever layer l's predictor input is computed; returns the hook handle.
         Register it before any hook that rescales the same tensor (masks, gates), so fn sees it unscaled."""

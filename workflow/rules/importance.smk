@@ -14,6 +14,7 @@ rule importance_traces:
         batch_size=IMP["batch_size"] if IMP else 0,
         placement=",".join(str(p) for p in IMP["placement_layers"]) if IMP else "0",
         neuron_traces=imp_neuron_traces() if IMP else "all",
+        layer_inputs="--layer-inputs" if IMP and IMP["layer_inputs"] else "--no-layer-inputs",
         dtype=IMP["dtype"] if IMP else "float32",
         seed=IMP["seed"] if IMP else 0,
     conda:
@@ -31,7 +32,8 @@ rule importance_traces:
         "shadowllm importance {params.flags} --dtype {params.dtype} --threads {threads} "
         "--model-name {wildcards.model} --task {wildcards.task} --k {wildcards.k} --criteria {params.criteria} "
         "--out {params.out} --max-examples {params.max_examples} --batch-size {params.batch_size} "
-        "--placement-layers {params.placement} --neuron-traces {params.neuron_traces} --seed {params.seed} "
+        "--placement-layers {params.placement} {params.layer_inputs} --neuron-traces {params.neuron_traces} "
+        "--seed {params.seed} "
         "> {log} 2>&1"
 
 

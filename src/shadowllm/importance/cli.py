@@ -27,7 +27,8 @@ def cmd_importance(args) -> int:
               file=sys.stderr, flush=True)
 
     col = collect(model, exs, crits, batch_size=args.batch_size, placement_layers=args.placement_layers,
-                  pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0, progress=progress)
+                  pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0, progress=progress,
+                  layer_inputs=args.layer_inputs)
     cfg = args_config(args)
     paths = write_traces(args.out, col, model=args.model_name or args.model, task=args.task, k=args.k,
                          seed=args.seed, neuron_traces=args.neuron_traces, config=cfg, device=device)
@@ -66,6 +67,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--placement-layers", type=lambda s: [int(x) for x in s.split(",") if x.strip()],
                    default=[0], help="layers whose predictor input (last token) is stored; 0 always is")
+    p.add_argument("--layer-inputs", action=argparse.BooleanOptionalAction, default=True,
+                   help="also store every layer's input (residual stream) at both positions: DejaVu's predictor input")
     p.add_argument("--neuron-traces", default="all",
                    help="'all', 'none' or comma-separated criteria whose per-example neuron scores are kept")
     p.add_argument("--seed", type=int, default=0)

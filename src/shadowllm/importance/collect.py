@@ -12,7 +12,9 @@ Hooks (on stock modules, removed afterwards):
   pre-hook on ffn_out(l):   Z, optional neuron gates for grasp
   hook on each ffn_in(l):   its input X and output P (pre-activation)
   adapter.on_predictor_input(l), l in placement layers: the predictor input (input of attn_out(l)) at the
-                            last real token, registered first so that it is read before any gate
+                            last real token and at the last context token, registered first (before any gate)
+  adapter.on_layer_input(l) (optional): the residual stream entering layer l at the same two positions
+                            (what a DejaVu-style per-layer predictor reads)
 Model parameters are frozen during collection (no weight .grad is ever accumulated); per-example
 fc1 weight gradients come from X and dL/dP by an einsum per example.
 """
@@ -46,6 +48,9 @@ class Collected:
     heads: dict[str, torch.Tensor]            # criterion -> [N, L, H] float64
     neurons: dict[str, torch.Tensor]          # criterion -> [N, L, F] float64 (supported criteria)
     inputs: dict[int, torch.Tensor]           # placement layer -> [N, H*dh] predictor input, last real token
+    inputs_context: dict[int, torch.Tensor]   # placement layer -> [N, H*dh] predictor input, last context token
+    layer_inputs: dict[int, torch.Tensor]     # layer -> [N, d] residual stream entering it, last real token
+    layer_inputs_context: dict[int, torch.Tensor]  # layer -> [N, d] the same at the last context token
     n_tokens: torch.Tensor                    # [N] int
     n_context: torch.Tensor                   # [N] int
     loss: torch.Tensor                        # [N] mean NLL of the continuation
@@ -122,11 +127,13 @@ def task_examples(task: str, k: int, tok, seed: int = 0, max_examples: int | Non
 class _Capture:
     """Installs the hooks for one batch and holds what they capture."""
 
-    def __init__(self, ad: Adapter, B: int, want_grad: bool, want_gates: bool, placement, last_idx):
+    def __init__(self, ad: Adapter, B: int, want_grad: bool, want_gates: bool, placement, last_idx, ctx_idx,
+                 want_layer_inputs: bool = False):
         self.ad, self.B = ad, B
         self.want_grad, self.want_gates = want_grad, want_gates
-        self.placement, self.last_idx = set(placement), last_idx
-        self.A, self.Z, self.X, self.P, self.inputs = {}, {}, {}, {}, {}
+        self.placement, self.last_idx, self.ctx_idx = set(placement), last_idx, ctx_idx
+        self.A, self.Z, self.X, self.P, self.inputs, self.inputs_ctx = {}, {}, {}, {}, {}, {}
+        self.layer_in, self.layer_in_ctx = {}, {}
         self.gh, self.gn = {}, {}
         self.handles = []
         L = ad.n_layers
@@ -137,7 +144,10 @@ class _Capture:
                 self.gh[l] = torch.ones(B, ad.n_heads, dtype=dt, device=dev, requires_grad=True)
                 self.gn[l] = torch.ones(B, ad.n_neurons, dtype=dt, device=dev, requires_grad=True)
         for l in sorted(self.placement):  # first: they must see the attention output before any gate
-            self.handles.append(ad.on_predictor_input(l, self._grab_input(l)))
+            self.handles.append(ad.on_predictor_input(l, self._grab(l, self.inputs, self.inputs_ctx)))
+        if want_layer_inputs:
+            for l in range(L):
+                self.handles.append(ad.on_layer_input(l, self._grab(l, self.layer_in, self.layer_in_ctx)))
         for l in range(L):
             self.handles.append(ad.attn_out(l).register_forward_pre_hook(self._attn_pre(l)))
             self.handles.append(ad.ffn_out(l).register_forward_pre_hook(self._ffn_pre(l)))
@@ -176,9 +186,12 @@ class _Capture:
             self.P[(l, j)] = out
         return hook
 
-    def _grab_input(self, l):
-        def grab(a):
-            self.inputs[l] = a[torch.arange(self.B, device=a.device), self.last_idx].detach()
+    def _grab(self, l, at_last: dict, at_ctx: dict):
+        """Store x [B, T, D] at each sequence's last real token and at its last context token."""
+        def grab(x):
+            rows = torch.arange(self.B, device=x.device)
+            at_last[l] = x[rows, self.last_idx.to(x.device)].detach()
+            at_ctx[l] = x[rows, self.ctx_idx.to(x.device)].detach()
         return grab
 
     def remove(self):
@@ -227,7 +240,8 @@ def example_losses(model, ids, mask, batch: list[Example]) -> torch.Tensor:
 
 
 def collect(model, examples: list[Example], criteria, batch_size: int = 8, placement_layers=(0,),
-            pad_token_id: int = 0, sort_by_length: bool = True, progress=None) -> Collected:
+            pad_token_id: int = 0, sort_by_length: bool = True, progress=None,
+            layer_inputs: bool = False) -> Collected:
     """Score every example under every criterion; returns float64 scores in the examples' order.
 
     Raises ValueError naming the criterion / example on any NaN or inf.
@@ -248,6 +262,9 @@ def collect(model, examples: list[Example], criteria, batch_size: int = 8, place
     heads = {c.name: torch.zeros(N, L, H, dtype=torch.float64) for c in crits}
     neurons = {c.name: torch.zeros(N, L, F, dtype=torch.float64) for c in crits if supports(c, "neurons")}
     inputs = {l: torch.zeros(N, ad.n_heads * ad.head_dim, dtype=torch.float32) for l in placement}
+    inputs_ctx = {l: torch.zeros_like(inputs[l]) for l in placement}
+    lin = {l: torch.zeros(N, ad.d_model, dtype=torch.float32) for l in range(L)} if layer_inputs else {}
+    lin_ctx = {l: torch.zeros_like(x) for l, x in lin.items()}
     loss_all = torch.zeros(N, dtype=torch.float64)
     order = sorted(range(N), key=lambda i: -examples[i].n) if sort_by_length else list(range(N))
     ids_all = [e.id for e in examples]
@@ -264,7 +281,8 @@ def collect(model, examples: list[Example], criteria, batch_size: int = 8, place
             B = len(batch)
             ids, mask = _pad_batch(batch, pad_token_id, device)
             last = (mask.sum(1) - 1)
-            cap = _Capture(ad, B, want_grad, want_gates, placement, last)
+            ctx_last = torch.tensor([len(e.ctx_ids) - 1 for e in batch], device=last.device)
+            cap = _Capture(ad, B, want_grad, want_gates, placement, last, ctx_last, layer_inputs)
             try:
                 with torch.set_grad_enabled(want_grad):
                     losses = example_losses(model, ids, mask, batch)
@@ -315,6 +333,10 @@ def collect(model, examples: list[Example], criteria, batch_size: int = 8, place
                     del d
                 for l in placement:
                     inputs[l][idx] = cap.inputs[l].float().cpu()
+                    inputs_ctx[l][idx] = cap.inputs_ctx[l].float().cpu()
+                for l in lin:
+                    lin[l][idx] = cap.layer_in[l].float().cpu()
+                    lin_ctx[l][idx] = cap.layer_in_ctx[l].float().cpu()
                 lv = losses.detach().double().cpu()
                 is_finite_or_raise("loss", "example", lv, [examples[i].id for i in idx])
                 loss_all[idx] = lv
@@ -326,7 +348,8 @@ def collect(model, examples: list[Example], criteria, batch_size: int = 8, place
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
         model.train(was_training)
-    return Collected(ids=ids_all, heads=heads, neurons=neurons, inputs=inputs,
+    return Collected(ids=ids_all, heads=heads, neurons=neurons, inputs=inputs, inputs_context=inputs_ctx,
+                     layer_inputs=lin, layer_inputs_context=lin_ctx,
                      n_tokens=torch.tensor([e.n for e in examples]),
                      n_context=torch.tensor([len(e.ctx_ids) for e in examples]),
                      loss=loss_all, info={"placement_layers": placement, "criteria": [c.name for c in crits]})

@@ -64,21 +64,22 @@ def write_traces(out_dir, col: Collected, *, model: str, task: str, k: int, seed
     for unit, scores in (("head", col.heads), ("neuron", col.neurons)):
         for name, s in scores.items():
             is_finite_or_raise(name, unit, s.reshape(s.shape[0], -1), col.ids)
-    for l, x in col.inputs.items():
-        is_finite_or_raise(f"predictor_input.{l}", "input", x, col.ids)
+    groups = _input_tensors(col)
+    for key, x in groups.items():
+        is_finite_or_raise(key, "input", x, col.ids)
+        if x.abs().max() > 65504:
+            raise ValueError(f"predictor input {key} exceeds the float16 range")
     common = {"format_version": str(FORMAT_VERSION), "model": model, "task": task, "k": str(k), "seed": str(seed),
               "n_examples": str(len(col.ids)), "ids_sha256_16": ids_digest(col.ids)}
     cfg = dict(config or {}, model=model, task=task, k=k, criteria=list(col.heads),
                placement_layers=col.info.get("placement_layers"), neuron_traces=neuron_traces)
     written = []
     p = out_dir / INPUTS_FILE
-    tensors = {f"predictor_input.{l}": x.to(torch.float16) for l, x in col.inputs.items()}
-    for l, x in col.inputs.items():
-        if x.abs().max() > 65504:
-            raise ValueError(f"predictor input predictor_input.{l} exceeds the float16 range")
+    tensors = {k: x.to(torch.float16) for k, x in groups.items()}
     tensors.update(n_tokens=col.n_tokens.to(torch.int32), n_context=col.n_context.to(torch.int32),
                    loss=col.loss.float())
-    _save(p, tensors, dict(common, ids=col.ids, placement_layers=col.info.get("placement_layers", [0])))
+    _save(p, tensors, dict(common, ids=col.ids, placement_layers=col.info.get("placement_layers", [0]),
+                           layer_inputs=bool(col.layer_inputs)))
     write_meta(p, config=cfg, seed=seed, device=device)
     written.append(p)
     for name, hs in col.heads.items():
@@ -95,6 +96,19 @@ def write_traces(out_dir, col: Collected, *, model: str, task: str, k: int, seed
         write_meta(p, config=cfg, seed=seed, device=device)
         written.append(p)
     return written
+
+
+POSITIONS = ("full", "context")  # last token of context + gold continuation / last context token
+
+
+def _input_tensors(col: Collected) -> dict[str, torch.Tensor]:
+    """The predictor inputs of a collection under their tensor names (see FORMAT.md)."""
+    out = {}
+    for pos, pred, lay in (("full", col.inputs, col.layer_inputs),
+                           ("context", col.inputs_context, col.layer_inputs_context)):
+        out.update({f"predictor_input.{pos}.{l}": x for l, x in pred.items()})
+        out.update({f"layer_input.{pos}.{l}": x for l, x in lay.items()})
+    return out
 
 
 def read_meta(path) -> dict:
@@ -147,19 +161,25 @@ def load_static(path, unit: str = "heads") -> torch.Tensor:
 
 
 def load_inputs(path) -> dict:
-    """{'ids', 'predictor_input': {layer: [N, H*dh] float32}, 'n_tokens', 'n_context', 'loss'}."""
+    """{'ids', 'predictor_input': {pos: {layer: [N, H*dh]}}, 'layer_input': {pos: {layer: [N, d]}}, 'n_tokens',
+    'n_context', 'loss'}; pos is 'full' (last token of context + gold) or 'context' (last context token);
+    float32."""
     from safetensors.torch import load_file
 
     md = check_version(path)
     t = load_file(str(path))
-    return {"ids": md.get("ids", []),
-            "predictor_input": {int(k.split(".")[1]): v.float() for k, v in t.items()
-                                if k.startswith("predictor_input.")},
-            "n_tokens": t["n_tokens"], "n_context": t["n_context"], "loss": t["loss"]}
+    out = {"ids": md.get("ids", []), "n_tokens": t["n_tokens"], "n_context": t["n_context"], "loss": t["loss"]}
+    for kind in ("predictor_input", "layer_input"):
+        out[kind] = {pos: {} for pos in POSITIONS}
+        for k, v in t.items():
+            parts = k.split(".")
+            if parts[0] == kind:
+                out[kind][parts[1]][int(parts[2])] = v.float()
+    return out
 
 
 def bytes_per_example(L: int, H: int, F: int, d_model: int, criteria=None, neuron_traces="all",
-                      placement_layers=(0,)) -> dict:
+                      placement_layers=(0,), layer_inputs: bool = False) -> dict:
     """Bytes per example of the stored format (tensor payload; headers are per file, not per example)."""
     names = list(criteria or CRITERIA)
     head = L * H * 2 + 2 * L * 4
@@ -171,5 +191,8 @@ def bytes_per_example(L: int, H: int, F: int, d_model: int, criteria=None, neuro
                                                 (isinstance(neuron_traces, (list, tuple)) and n in neuron_traces)):
             b += neuron
         per[n] = b
-    inputs = len(set([0] + list(placement_layers))) * d_model * 2 + 3 * 4
+    positions = len(POSITIONS)
+    inputs = positions * len(set([0] + list(placement_layers))) * d_model * 2 + 3 * 4
+    if layer_inputs:
+        inputs += positions * L * d_model * 2
     return {"per_criterion": per, "inputs": inputs, "total": sum(per.values()) + inputs}
