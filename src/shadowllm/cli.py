@@ -15,6 +15,7 @@ STAGES = [
     "shadowllm.masks.cli",           # make-mask
     "shadowllm.evaluate.cli",        # evaluate, table, report-eval
     "shadowllm.importance.cli",      # importance traces, input dependence, benchmarks
+    "shadowllm.predictors.cli",      # train-predictor, predictor-table
     "shadowllm.sparse.cli",          # sliced execution and latency
     "shadowllm.figures.cli",         # every figure, drawn from results tables
     "shadowllm.workflow_cli",        # check-config, publish

@@ -131,6 +131,35 @@ def _model_errors(cfg: dict, root: Path) -> list[str]:
     return msgs
 
 
+def _predictor_errors(cfg: dict) -> list[str]:
+    pr, imp = cfg.get("predictors"), cfg.get("importance")
+    if pr is None:
+        return []
+    if imp is None or not imp["tasks"]:
+        return ["config['predictors'] trains on importance traces: it needs an 'importance' section with tasks"]
+    msgs = []
+    for c in pr["criteria"]:
+        if c not in imp["criteria"]:
+            msgs.append(f"config['predictors']['criteria'] names {c!r}: expected traced criteria {imp['criteria']}")
+    nt = imp["neuron_traces"]
+    kept = imp["criteria"] if nt == "all" else ([] if nt == "none" else list(nt))
+    for c in pr["criteria"]:
+        if c in kept or c in ("jacov", "epenas"):
+            continue
+        msgs.append(f"config['predictors']['criteria'] names {c!r}, whose neuron traces are not kept "
+                    f"(importance.neuron_traces = {nt!r})")
+    for pl in [pr["placement"]] + list(pr["placement_sweep"]):
+        if pl not in imp["placement_layers"] and pl != 0:
+            msgs.append(f"config['predictors'] placement {pl}: the traces hold predictor inputs at layers "
+                        f"{sorted(set([0] + imp['placement_layers']))}; add it to importance.placement_layers")
+    if "dejavu" in pr["designs"] and not imp["layer_inputs"]:
+        msgs.append("config['predictors']['designs'] has 'dejavu', which needs importance.layer_inputs: true")
+    for k in pr["shots"] or []:
+        if k not in imp["shots"]:
+            msgs.append(f"config['predictors']['shots'] has {k}: expected traced shots {imp['shots']}")
+    return msgs
+
+
 def _latency_errors(cfg: dict) -> list[str]:
     from .sparse.shapes import parse_size
 
@@ -154,7 +183,7 @@ def _latency_errors(cfg: dict) -> list[str]:
 
 def semantic_errors(cfg: dict, root: Path = Path(".")) -> list[str]:
     """Checks on a schema-valid configuration with its defaults filled."""
-    return _task_errors(cfg) + _model_errors(cfg, root) + _latency_errors(cfg)
+    return _task_errors(cfg) + _model_errors(cfg, root) + _predictor_errors(cfg) + _latency_errors(cfg)
 
 
 def validate(cfg: dict, root: Path = Path(".")) -> dict:

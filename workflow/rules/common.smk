@@ -54,6 +54,9 @@ wildcard_constraints:
     task="[A-Za-z0-9_]+",
     k=r"\d+",
     bench="[A-Za-z0-9_.-]+",
+    design="[a-z]+",
+    position="[a-z]+",
+    normalize="[a-z_]+",
 
 
 # ---- models ------------------------------------------------------------------------------------------
@@ -229,6 +232,7 @@ def lat_csvs():
 # ---- figures, reports and what the run publishes ---------------------------------------------------
 
 LAT_FIGURES = ["latency_vs_size", "latency_vs_sparsity", "latency_vs_genlen"]
+PRED_FIGURES = ["predictors_by_criterion", "predictors_by_design", "predictors_by_placement"]
 
 
 def final_outputs():
@@ -239,6 +243,9 @@ def final_outputs():
                 (f"{R}/reports/{m}/eval.md", f"reports/{m}/eval.md")]
     for m in (MODELS if IMP and IMP["tasks"] else []):
         out.append((f"{R}/figures/{m}/input_dependence.png", f"figures/{m}/input_dependence.png"))
+    for m in (MODELS if config.get("predictors") else []):
+        out += [(f"{R}/figures/{m}/{f}.png", f"figures/{m}/{f}.png") for f in PRED_FIGURES]
+        out.append((f"{R}/tables/{m}/predictors.csv", f"reports/{m}/predictors.csv"))
     if LAT:
         out += [(f"{R}/figures/{f}.png", f"figures/{f}.png") for f in LAT_FIGURES]
         out += [(f"{R}/latency/latency.csv", f"reports/latency_{LAT['device'].split(':')[0]}.csv"),
@@ -260,3 +267,41 @@ def all_outputs():
     if config["publish"]:
         out.append(f"{R}/published.tsv")
     return out
+
+
+# ---- predictors ----------------------------------------------------------------------------------
+
+PR = config.get("predictors")
+PRED_POINT = "criterion={criterion}/design={design}/position={position}/placement={placement}/normalize={normalize}"
+
+
+def pred_points():
+    """Every predictor grid point: criteria x designs x positions at the placement, plus the placement sweep."""
+    if not PR:
+        return []
+    pts = [dict(criterion=c, design=d, position=p, placement=PR["placement"], normalize=PR["normalize"])
+           for c in PR["criteria"] for d in PR["designs"] for p in PR["positions"]]
+    pts += [dict(criterion=PR["criteria"][0], design=d, position="context", placement=pl, normalize=PR["normalize"])
+            for pl in PR["placement_sweep"] for d in ("shadowllm", "static") if d in PR["designs"]]
+    return pts
+
+
+def pred_metrics(wildcards):
+    return [f"{R}/predictors/{wildcards.model}/{PRED_POINT.format(**p)}/metrics.csv" for p in pred_points()]
+
+
+def pred_traces(wildcards):
+    """The trace folders a predictor pools: every traced task at the configured shots."""
+    shots = PR["shots"] if PR["shots"] is not None else IMP["shots"]
+    return [f"{R}/importance/{wildcards.model}/{t}/k{k}" for t in IMP["tasks"] for k in shots]
+
+
+def pred_trace_files(wildcards):
+    return [f"{d}/{n}" for d in pred_traces(wildcards) for n in ("inputs.safetensors",
+                                                                  f"{wildcards.criterion}.safetensors")]
+
+
+def pred_flags():
+    keys = ("hidden", "epochs", "lr", "weight_decay", "batch_size", "val_fraction", "patience", "held_out")
+    flags = " ".join(f"--{k.replace('_', '-')} {PR[k]}" for k in keys)
+    return flags + " --sparsities " + " ".join(str(s) for s in PR["sparsities"])

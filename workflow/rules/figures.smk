@@ -66,3 +66,26 @@ rule figure_latency:
     shell:
         "shadowllm latency-figures --csv {input} --outdir {params.outdir} --sparsity {params.sparsity} "
         "--format png --table {output.table} > {log} 2>&1"
+
+
+rule figure_predictors:
+    """Predictor quality: rho per criterion (Fig. 5), per design (Fig. 4), and rho / top-k recall vs placement."""
+    input:
+        f"{R}/tables/{{model}}/predictors.csv",
+    output:
+        report(expand(f"{R}/figures/{{{{model}}}}/{{fig}}.png", fig=PRED_FIGURES),
+               caption="../report/predictors.rst", category="Predictors"),
+    params:
+        outdir=lambda wc, output: os.path.dirname(output[0]),
+    conda:
+        CONDA_ENV
+    log:
+        f"{L}/figures/{{model}}/predictors.log",
+    benchmark:
+        f"{B}/figures/{{model}}/predictors.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+        gpu=0,
+    shell:
+        "shadowllm plot-predictors --table {input} --title {wildcards.model} --outdir {params.outdir} > {log} 2>&1"

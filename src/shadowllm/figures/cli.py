@@ -1,4 +1,4 @@
-"""Subcommands: plot-eval, plot-dependence, latency-figures (each reads results tables only)."""
+"""Subcommands: plot-eval, plot-dependence, plot-predictors, latency-figures (each reads results tables only)."""
 from __future__ import annotations
 
 
@@ -12,6 +12,13 @@ def cmd_plot_dependence(args):
     from .dependence import input_dependence_figure
 
     print(f"[figures] wrote {input_dependence_figure(args.csv, args.out, title=args.title)}")
+
+
+def cmd_plot_predictors(args):
+    from .predictors import predictor_figures
+
+    for o in predictor_figures(args.table, args.outdir, title=args.title):
+        print(f"[figures] wrote {o}")
 
 
 def cmd_latency_figures(args) -> int:
@@ -37,6 +44,12 @@ def register(sub) -> None:
     p.add_argument("--title", default="")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_plot_dependence)
+
+    p = sub.add_parser("plot-predictors", help="predictor quality per criterion, design and placement")
+    p.add_argument("--table", required=True)
+    p.add_argument("--title", default="")
+    p.add_argument("--outdir", required=True)
+    p.set_defaults(func=cmd_plot_predictors)
 
     p = sub.add_parser("latency-figures", help="latency vs model size / sparsity / generation length")
     p.add_argument("--csv", nargs="+", required=True)

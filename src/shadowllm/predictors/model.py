@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-DESIGNS = ("shadowllm", "dejavu")
+NETWORKS = ("shadowllm", "dejavu")  # the designs that are networks (static is a table: designs.py)
 FORMAT_VERSION = 1
 
 
@@ -33,8 +33,8 @@ class Predictor(nn.Module):
     def __init__(self, design: str, d_in: int, n_layers: int, n_heads: int, n_neurons: int, hidden: int = 1024,
                  placement: int = 0, normalize: bool = True):
         super().__init__()
-        if design not in DESIGNS:
-            raise ValueError(f"predictor design {design!r} is not one of {DESIGNS}")
+        if design not in NETWORKS:
+            raise ValueError(f"predictor network {design!r} is not one of {NETWORKS}")
         if not 0 <= placement < n_layers:
             raise ValueError(f"placement layer {placement!r} is outside the model's layers 0..{n_layers - 1}")
         self.design, self.d_in, self.L, self.H, self.F = design, d_in, n_layers, n_heads, n_neurons
