@@ -71,7 +71,7 @@ def test_bench_latency_placement(tmp_path, monkeypatch):
             "--repeats", "1", "--warmup", "0", "--predictor-hidden", "16", "--gather", "torch", "--out", str(out)]
     assert main(args + ["--placement", "1"]) == 0
     rows = {r["mode"]: r for r in _rows(out)}
-    assert len(rows) == 5 and list(_rows(out)[0])[-1] == "placement"
+    assert len(rows) == 5 and list(_rows(out)[0])[-2:] == ["placement", "predictor"]
     assert {m: r["placement"] for m, r in rows.items()} == {"dense": "", "static": "", "shadowllm-prompt": "1",
                                                             "shadowllm-token": "1", "dejavu": "1"}
     assert main(args + ["--placement", "3"]) == 2  # the toy has layers 0..2

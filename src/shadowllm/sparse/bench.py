@@ -26,7 +26,8 @@ FIELDS = ["model", "layers", "hidden", "heads", "ffn", "params_b", "dtype", "dev
           "prompt_len", "gen_tokens", "sparsity", "mode", "kv_policy", "gather", "lookahead", "cuda_graph",
           "repeats", "prefill_ms", "prefill_ms_iqr", "ms_per_token", "ms_per_token_iqr", "ms_per_token_min", "call_ms",
           "call_ms_iqr", "weight_bytes_per_token", "bandwidth_gbs", "roofline_ms_per_token",
-          "ratio_to_roofline", "ratio_to_dense", "speedup_vs_dense", "placement"]
+          "ratio_to_roofline", "ratio_to_dense", "speedup_vs_dense", "placement", "predictor"]
+_KIND = {"shadowllm-prompt": "shadow", "shadowllm-token": "shadow", "dejavu": "dejavu"}
 PREDICTOR_MODES = ("shadowllm-prompt", "shadowllm-token", "dejavu")  # the modes that use `placement`
 
 
@@ -201,10 +202,29 @@ def build_weights(model: str, dtype: torch.dtype, device: str, seed: int = 0):
     return w, info
 
 
+def _trained_predictors(paths, w, placement: int):
+    """{kind: decoder predictor} and {kind: file} from trained predictor files that fit the weights `w`."""
+    from ..predictors.model import load_predictor
+    from .predictors import DejaVuPredictor, ShadowPredictor
+
+    preds, src = {}, {}
+    for path in paths or ():
+        pred, _ = load_predictor(path, expect={"n_layers": w.L, "n_heads": w.H, "n_neurons": w.F})
+        if pred.placement != placement:
+            raise ValueError(f"{path}: predictor trained at placement {pred.placement}, the bench runs placement "
+                             f"{placement}")
+        kind = "shadow" if pred.design == "shadowllm" else "dejavu"
+        view = ShadowPredictor.from_trained(pred) if kind == "shadow" else DejaVuPredictor.from_trained(pred)
+        preds[kind], src[kind] = view.to(device=w.device, dtype=w.dtype), str(path)
+    return preds, src
+
+
 def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="cpu", batch=1, prompt_len=128,
              repeats=5, warmup=1, cuda_graph: bool | None = None, kv_policy="full", gather="auto",
              lookahead: bool | None = None, predictor_hidden=1024, seed=0, log=print, bandwidth=None,
-             time_budget_s: float | None = None, on_row=None, placement: int = 0):
+             time_budget_s: float | None = None, on_row=None, placement: int = 0, predictors=()):
+    """predictors: trained predictor files (shadowllm and / or dejavu design) replacing the random weights of
+    their modes; their placement is the grid's placement."""
     from ..loading import resolve_dtype
 
     for m in modes:
@@ -228,10 +248,11 @@ def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="
         w, info = build_weights(model, tdt, device, seed)
         if any(m in PREDICTOR_MODES for m in modes) and not 0 <= placement < w.L:
             raise ValueError(f"placement layer {placement} is outside {info['model']}'s layers 0..{w.L - 1}")
-        preds = {}  # one predictor of each kind per model, shared by every sparsity and generation length
+        preds, pred_src = _trained_predictors(predictors, w, placement)  # shared by every sparsity and length
 
         def predictor(kind):
             if kind not in preds:
+                pred_src[kind] = "random"
                 cls = ShadowPredictor if kind == "shadow" else DejaVuPredictor
                 preds[kind] = cls(w.d, w.L, w.H, w.F, predictor_hidden, w.dtype, w.device, seed)
             return preds[kind]
@@ -308,7 +329,8 @@ def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="
                                roofline_ms_per_token=roof, ratio_to_roofline=r["ms_per_token"] / roof,
                                ratio_to_dense=r["ms_per_token"] / dense_ms,
                                speedup_vs_dense=dense_ms / r["ms_per_token"],
-                               placement=placement if mode in PREDICTOR_MODES else "")
+                               placement=placement if mode in PREDICTOR_MODES else "",
+                               predictor=pred_src.get(_KIND.get(mode), ""))
                     if mode == "dense":  # report dense once per (model, gen), if asked for
                         if "dense" not in modes or dense_logged:
                             continue

@@ -73,7 +73,7 @@ def cmd_bench_latency(args) -> int:
               dtype=args.dtype, device=args.device, batch=args.batch, prompt_len=args.prompt_len,
               repeats=args.repeats, warmup=args.warmup, cuda_graph=args.cuda_graph, kv_policy=args.kv_policy,
               gather=args.gather, lookahead=args.lookahead, predictor_hidden=args.predictor_hidden,
-              time_budget_s=args.time_budget, placement=args.placement)
+              time_budget_s=args.time_budget, placement=args.placement, predictors=args.predictor)
     bench_and_write(args.out, config=dict(args_config(args), command="bench-latency"), seed=args.seed, **kw)
     from . import kernels_triton
 
@@ -121,6 +121,9 @@ def register(sub) -> None:
                    help="layers 0..placement run dense; the ShadowLLM predictor reads this layer's attention "
                         "output, DejaVu predicts the layers after it (static and dense ignore it)")
     add_model_args(p, model=False, gguf=False)
+    p.add_argument("--predictor", action="append", default=[],
+                   help="trained predictor file (train-predictor; repeat for a shadowllm and a dejavu one): its "
+                        "weights replace the random ones of its modes; --model must then be a model folder")
     p.add_argument("--spec", default=None, help="JSON of a configured bench (as the workflow passes it)")
     p.add_argument("--config", default=None, help="a workflow config file; with --bench, run that bench")
     p.add_argument("--bench", default=None, help="name of a bench under latency.benches of --config")

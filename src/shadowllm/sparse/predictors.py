@@ -94,9 +94,26 @@ class DejaVuPredictor:
             w2, b2 = _init(n_heads + n_neurons, hidden, dtype, device, g)
             self.w1.append(w1), self.b1.append(b1), self.w2.append(w2), self.b2.append(b2)
 
+    @classmethod
+    def from_trained(cls, pred) -> "DejaVuPredictor":
+        """The decoder's view of a trained `shadowllm.predictors.Predictor` (design 'dejavu')."""
+        if pred.design != "dejavu":
+            raise ValueError(f"the decoder's DejaVu mode needs a 'dejavu' predictor, got {pred.design!r}")
+        self = cls.__new__(cls)
+        self.L, self.H, self.F, self.p, self.d = pred.L, pred.H, pred.F, pred.hidden, pred.d_in
+        self.w1, self.b1, self.w2, self.b2 = [None] * pred.L, [None] * pred.L, [None] * pred.L, [None] * pred.L
+        for key, net in pred.nets.items():
+            l = int(key)
+            self.w1[l], self.b1[l] = net[0].weight.detach(), net[0].bias.detach()
+            self.w2[l], self.b2[l] = net[2].weight.detach(), net[2].bias.detach()
+        self.normalize = pred.normalize
+        return self
+
     def __call__(self, l: int, x: torch.Tensor) -> torch.Tensor:
         """x [B, d] (layer l's input) -> scores [B, H+F] for layer l >= 1."""
-        h = linear_relu(x, self.w1[l], self.b1[l])
+        if getattr(self, "normalize", False):
+            x = minmax(x)
+        h = linear_relu(x.to(self.w1[l].dtype), self.w1[l], self.b1[l])
         return F.linear(h, self.w2[l], self.b2[l])
 
     def n_params(self, first: int = 1) -> int:
