@@ -42,6 +42,9 @@ def predictor_figures(table, outdir, title: str = "") -> list[Path]:
     written = []
     units = [u for u in ("heads", "neurons") if u in set(base.unit)]
 
+    # the criterion of the design and placement figures: the one swept over placements (plainact on ties)
+    n_pl = rho.groupby("criterion").placement.nunique()
+    c0 = max(n_pl.index, key=lambda c: (n_pl[c], c == "plainact"))
     # 1. per criterion (input at the last context token where present)
     pos = "context" if "context" in set(base.position) else base.position.iloc[0]
     fig, axes = plt.subplots(1, len(units), figsize=(6 * len(units), 3.6), squeeze=False)
@@ -52,8 +55,7 @@ def predictor_figures(table, outdir, title: str = "") -> list[Path]:
         ax.legend(fontsize=7)
     written.append(save(fig, out / "predictors_by_criterion.png", [table], dpi=120, bbox_inches="tight"))
 
-    # 2. per design and input position (first criterion)
-    c0 = crits[0]
+    # 2. per design and input position
     fig, axes = plt.subplots(1, len(units), figsize=(5 * len(units), 3.4), squeeze=False)
     designs = list(dict.fromkeys(base.design))
     for ax, u in zip(axes[0], units):
@@ -62,7 +64,7 @@ def predictor_figures(table, outdir, title: str = "") -> list[Path]:
         ax.legend(fontsize=7, title="input at")
     written.append(save(fig, out / "predictors_by_design.png", [table], dpi=120, bbox_inches="tight"))
 
-    # 3. against the placement layer (first criterion, input at the last context token)
+    # 3. against the placement layer (input at the last context token)
     rec = layer_mean(df, "recall", sparsity=0.5)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for ax, d, lab in ((axes[0], rho, "Spearman rho (within layer)"), (axes[1], rec, "top-k recall at 50 %")):

@@ -91,7 +91,8 @@ def _rows(unit, scope, layer, pred, true, sparsities, metrics) -> list[dict]:
     base = {"unit": unit, "scope": scope, "layer": layer}
     for name, fn in (("spearman", spearman), ("kendall", kendall)):
         if name in metrics:
-            value = _chunked(fn, flat_p, flat_t).mean().item()
+            # an example whose true or predicted scores are all equal has no rank correlation: it is left out
+            value = _chunked(fn, flat_p, flat_t).nanmean().item()
             out.append({**base, "metric": name, "sparsity": None, "value": value})
     if "recall" in metrics:
         out += [{**base, "metric": "recall", "sparsity": s, "value": recall(pred, true, s).mean().item()}
