@@ -117,3 +117,16 @@ def test_bench_latency_runs_trained_predictors(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     assert main(args + ["--modes", "shadowllm-prompt", "--predictor", str(tmp_path / "x.safetensors")]) == 2
     assert f"n_layers is {L_ + 1}, expected {L_}" in capsys.readouterr().err
+
+
+def test_held_out_split_is_exact_order_free_and_keeps_an_example_on_one_side():
+    from shadowllm.predictors.data import held_out
+
+    ids = [f"t/{i}" for i in range(50)] * 2          # the same examples at two k
+    tr, te = held_out(ids, 0.2, seed=3)
+    assert len(te) == 20 and len(tr) == 80              # round(0.2 x 50) distinct examples, at both k
+    test_ids = {ids[i] for i in te.tolist()}
+    assert test_ids.isdisjoint(ids[i] for i in tr.tolist())
+    rev = ids[::-1]
+    assert {rev[i] for i in held_out(rev, 0.2, seed=3)[1].tolist()} == test_ids
+    assert {ids[i] for i in held_out(ids, 0.2, seed=4)[1].tolist()} != test_ids

@@ -65,14 +65,19 @@ def load_trace_set(folders, criterion: str, position: str, placement: int, per_l
 
 
 def held_out(ids: list[str], fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train indices, test indices): an example is held out by a seeded hash of its id, so the split does not
-    depend on the order or number of traces pooled."""
+    """(train indices, test indices): round(fraction x distinct ids) examples are held out, chosen by a seeded hash
+    of the id, so the split does not depend on the order of the pooled traces and an example is on the same side
+    at every k."""
     if not 0 < fraction < 1:
         raise ValueError(f"held-out fraction {fraction!r} is outside (0, 1)")
-    def u(i):
-        return int.from_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest()[:8], "big") / 2 ** 64
-    test = torch.tensor([k for k, i in enumerate(ids) if u(i) < fraction], dtype=torch.long)
-    train = torch.tensor([k for k, i in enumerate(ids) if u(i) >= fraction], dtype=torch.long)
+
+    def h(i):
+        return hashlib.sha256(f"{seed}:{i}".encode()).digest()
+
+    distinct = sorted(set(ids), key=h)
+    test_ids = set(distinct[: round(fraction * len(distinct))])
+    test = torch.tensor([k for k, i in enumerate(ids) if i in test_ids], dtype=torch.long)
+    train = torch.tensor([k for k, i in enumerate(ids) if i not in test_ids], dtype=torch.long)
     if len(test) < 2 or len(train) < 2:
         raise ValueError(f"held-out split of {len(ids)} examples leaves {len(train)} for training and {len(test)} "
                          f"held out; need at least 2 of each")
