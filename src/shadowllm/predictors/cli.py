@@ -52,7 +52,7 @@ def cmd_train_predictor(args) -> int:
              "placement": args.placement, "normalize": args.normalize}
     n_params = sum(p.numel() for p in model.parameters())
     info = {**point, "n_train": len(train_idx), "n_test": len(test_idx), "n_params": n_params,
-            "train_seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "train_seconds": seconds}  # peak memory: the job's benchmark file (max_rss) and the line printed below
     out = Path(args.out_dir)
     cfg = args_config(args)
     inputs = [str(Path(t) / n) for t in args.traces for n in ("inputs.safetensors", f"{args.criterion}.safetensors")]
@@ -69,8 +69,9 @@ def cmd_train_predictor(args) -> int:
     for name in ("predictor.safetensors", "curve.json", "metrics.csv"):
         provenance.write_meta(out / name, config=cfg, seed=args.seed, device="cpu", inputs=inputs)
     rho = df[(df.metric == "spearman") & (df.scope == "model")]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"[predictor] {point}: {len(train_idx)} train / {len(test_idx)} held out, {n_params} parameters, "
-          f"{seconds:.1f}s; rho " + ", ".join(f"{u} {v:.3f}" for u, v in zip(rho.unit, rho.value)))
+          f"{seconds:.1f}s, peak RSS {peak:.0f} MB; rho " + ", ".join(f"{u} {v:.3f}" for u, v in zip(rho.unit, rho.value)))
     del torch
     return 0
 
