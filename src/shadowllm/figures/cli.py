@@ -32,24 +32,23 @@ def cmd_latency_figures(args) -> int:
     return 0
 
 
+# (command, help, input flag, output flag, function): figures drawn from one table with a title
+ONE_TABLE = [
+    ("plot-eval", "accuracy and perplexity vs sparsity, from an evaluation table", "--table", "--out", cmd_plot_eval),
+    ("plot-dependence", "input dependence of head importance (Figure 2), from its CSV", "--csv", "--out",
+     cmd_plot_dependence),
+    ("plot-predictors", "predictor quality per criterion, design and placement", "--table", "--outdir",
+     cmd_plot_predictors),
+]
+
+
 def register(sub) -> None:
-    p = sub.add_parser("plot-eval", help="accuracy and perplexity vs sparsity, from an evaluation table")
-    p.add_argument("--table", required=True)
-    p.add_argument("--title", default="")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_plot_eval)
-
-    p = sub.add_parser("plot-dependence", help="input dependence of head importance (Figure 2), from its CSV")
-    p.add_argument("--csv", required=True)
-    p.add_argument("--title", default="")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_plot_dependence)
-
-    p = sub.add_parser("plot-predictors", help="predictor quality per criterion, design and placement")
-    p.add_argument("--table", required=True)
-    p.add_argument("--title", default="")
-    p.add_argument("--outdir", required=True)
-    p.set_defaults(func=cmd_plot_predictors)
+    for name, help_, src, dst, fn in ONE_TABLE:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument(src, required=True)
+        p.add_argument("--title", default="")
+        p.add_argument(dst, required=True)
+        p.set_defaults(func=fn)
 
     p = sub.add_parser("latency-figures", help="latency vs model size / sparsity / generation length")
     p.add_argument("--csv", nargs="+", required=True)
