@@ -115,11 +115,9 @@ def _model_errors(cfg: dict, root: Path) -> list[str]:
             msgs.append(f"config['models'][{name!r}]: source 'hub' needs 'path' (a hub id like 'facebook/opt-1.3b')")
         if m["source"] == "train":
             n_layers = m.get("train", {}).get("n_layers", 6)
-            for sec in ("masks",):
-                pl = cfg.get(sec, {}).get("placement", 0)
-                if pl >= n_layers:
-                    msgs.append(f"config[{sec!r}]['placement'] = {pl}: outside model {name!r}'s layers "
-                                f"0..{n_layers - 1}")
+            pl = cfg.get("masks", {}).get("placement", 0)
+            if pl >= n_layers:
+                msgs.append(f"config['masks']['placement'] = {pl}: outside model {name!r}'s layers 0..{n_layers - 1}")
             for pl in cfg.get("importance", {}).get("placement_layers", []):
                 if pl >= n_layers:
                     msgs.append(f"config['importance']['placement_layers'] has {pl}: outside model {name!r}'s "

@@ -24,8 +24,6 @@ def _save_static(model, path, meta: dict) -> None:
 def cmd_train_predictor(args) -> int:
     import resource
 
-    import torch
-
     from ..cli import args_config, set_threads
     from .data import held_out, load_trace_set
     from .designs import get_design
@@ -72,7 +70,6 @@ def cmd_train_predictor(args) -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"[predictor] {point}: {len(train_idx)} train / {len(test_idx)} held out, {n_params} parameters, "
           f"{seconds:.1f}s, peak RSS {peak:.0f} MB; rho " + ", ".join(f"{u} {v:.3f}" for u, v in zip(rho.unit, rho.value)))
-    del torch
     return 0
 
 
