@@ -53,7 +53,8 @@ def make_examples(n=4, seed=1):
 
 @pytest.fixture(scope="module")
 def batched(model):
-    return C.collect(model, make_examples(), list(CRITERIA), batch_size=4, placement_layers=[1], layer_inputs=True)
+    return C.collect(model, make_examples(), list(CRITERIA), batch_size=4, placement_layers=[1], layer_inputs=True,
+                     grasp_hvp="exact")
 
 
 # ---- the direct computation: plain autograd on one example, no collector code ------------------------
@@ -108,6 +109,31 @@ def direct_hvp(model, e, eps=1e-4):
     m = direct_grads(model, e, *gates_at(-eps))
     return ([(p["gh"][l] - m["gh"][l]) / (2 * eps) for l in range(L)],
             [(p["gn"][l] - m["gn"][l]) / (2 * eps) for l in range(L)])
+
+
+def exact_gate_hvp(model, e, attn_outs, ffn_outs, n_heads):
+    """H g on per-unit gates (all 1) by plain autograd: gate pre-hooks on the stock modules, a double backward."""
+    dt = next(model.parameters()).dtype
+    gh = [torch.ones(n_heads, dtype=dt, requires_grad=True) for _ in attn_outs]
+    gn = [torch.ones(m.in_features, dtype=dt, requires_grad=True) for m in ffn_outs]
+    hs = [m.register_forward_pre_hook(lambda mod, a, g=g: ((a[0].view(*a[0].shape[:-1], len(g), -1) * g[:, None])
+                                                          .view(a[0].shape),)) for m, g in zip(attn_outs, gh)]
+    hs += [m.register_forward_pre_hook(lambda mod, a, g=g: (a[0] * g,)) for m, g in zip(ffn_outs, gn)]
+    try:
+        logits = model(input_ids=torch.tensor([e.ctx_ids + e.cont_ids])).logits[0]
+        c = len(e.ctx_ids)
+        loss = torch.nn.functional.cross_entropy(logits[c - 1:e.n - 1], torch.tensor(e.cont_ids))
+        g = torch.autograd.grad(loss, gh + gn, create_graph=True)
+        hv = torch.autograd.grad(sum((x * x.detach()).sum() for x in g), gh + gn)
+    finally:
+        for h in hs:
+            h.remove()
+    return torch.stack(hv[:len(gh)]).detach(), torch.stack(hv[len(gh):]).detach()     # [L, H], [L, F]
+
+
+def opt_gate_hvp(model, e):
+    layers = model.model.decoder.layers
+    return exact_gate_hvp(model, e, [x.self_attn.out_proj for x in layers], [x.fc2 for x in layers], H)
 
 
 def jacov_np(rows):
@@ -178,13 +204,117 @@ def test_criteria_match_direct_autograd(model, batched, ei):
     assert "jacov" not in batched.neurons and "epenas" not in batched.neurons
 
 
+def test_exact_grasp_is_the_double_backward_of_plain_autograd(model, batched):
+    for i, e in enumerate(make_examples()):
+        hh, hn = opt_gate_hvp(model, e)
+        torch.testing.assert_close(batched.heads["grasp"][i], -hh, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(batched.neurons["grasp"][i], -hn, rtol=1e-6, atol=1e-9)
+
+
+def assert_fd_matches(fd: torch.Tensor, ref: torch.Tensor, what: str) -> None:
+    """Per layer, pooled over examples and units: Spearman > 0.999 and relative l2 error < 1e-2."""
+    from scipy.stats import spearmanr
+
+    for l in range(fd.shape[1]):
+        a, b = fd[:, l].flatten().numpy(), ref[:, l].flatten().numpy()
+        rho = spearmanr(a, b).correlation
+        rel = np.linalg.norm(a - b) / np.linalg.norm(b)
+        assert rho > 0.999 and rel < 1e-2, f"{what} layer {l}: Spearman {rho:.6f}, relative error {rel:.1e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_finite_difference_grasp_matches_the_exact_hvp(model, dtype):
+    """The default finite difference against plain autograd's exact H g (float64 reference)."""
+    import copy
+
+    exs = make_examples()
+    m = copy.deepcopy(model).to(dtype)
+    col = C.collect(m, exs, ["grasp"], batch_size=4)
+    assert col.info["grasp_hvp"] == "finite_difference"
+    ref = [opt_gate_hvp(model, e) for e in exs]
+    assert_fd_matches(col.heads["grasp"], -torch.stack([r[0] for r in ref]), f"heads {dtype}")
+    assert_fd_matches(col.neurons["grasp"], -torch.stack([r[1] for r in ref]), f"neurons {dtype}")
+    single = C.collect(m, exs, ["grasp"], batch_size=1)   # per-example steps: batching changes only rounding
+    assert_fd_matches(single.neurons["grasp"], -torch.stack([r[1] for r in ref]), f"neurons {dtype}, one by one")
+    if dtype == torch.float64:  # (in float32 that rounding, divided by the step, is the finite difference's error)
+        torch.testing.assert_close(single.neurons["grasp"], col.neurons["grasp"], rtol=1e-8,
+                                   atol=1e-8 * col.neurons["grasp"].abs().max().item())
+
+
+def test_other_criteria_and_inputs_do_not_depend_on_the_grasp_method(model, batched):
+    fd = C.collect(model, make_examples(), list(CRITERIA), batch_size=4, placement_layers=[1], layer_inputs=True)
+    for name in CRITERIA:
+        if name != "grasp":
+            torch.testing.assert_close(fd.heads[name], batched.heads[name], rtol=1e-12, atol=0)
+            if name in fd.neurons:
+                torch.testing.assert_close(fd.neurons[name], batched.neurons[name], rtol=1e-12, atol=0)
+    for l in (0, 1):
+        assert torch.equal(fd.inputs[l], batched.inputs[l]) and torch.equal(fd.inputs_context[l],
+                                                                            batched.inputs_context[l])
+        assert torch.equal(fd.layer_inputs[l], batched.layer_inputs[l])
+
+
+def test_finite_difference_grasp_is_not_thrown_by_relu_kinks(model, monkeypatch):
+    """Every layer-1 neuron 1e-9 above its kink at one token, so any step flips about half of them: the perturbed
+    pass keeps the unperturbed ReLU pattern (autograd's H g takes relu'' = 0); without that it is far off."""
+    import copy
+
+    m, e = copy.deepcopy(model), make_examples()[1]
+    fc1 = m.model.decoder.layers[1].fc1
+    got = {}
+    h = fc1.register_forward_hook(lambda mod, a, out: got.__setitem__("P", out.detach().reshape(-1, F)))
+    with torch.no_grad():
+        m(input_ids=torch.tensor([e.ctx_ids + e.cont_ids]))
+        h.remove()
+        fc1.bias -= got["P"][-2] - 1e-9
+    hh, hn = opt_gate_hvp(m, e)
+    col = C.collect(m, [e], ["grasp"])
+    assert_fd_matches(col.heads["grasp"], -hh[None], "heads at the kinks")
+    assert_fd_matches(col.neurons["grasp"], -hn[None], "neurons at the kinks")
+    monkeypatch.setattr(C, "relu_patterns", lambda ad, cap: None)
+    loose = C.collect(m, [e], ["grasp"]).neurons["grasp"]
+    assert (loose - col.neurons["grasp"]).norm() > 0.1 * hn.norm()
+
+
+def test_finite_difference_grasp_on_a_smooth_gated_ffn(model):
+    """Llama (SiLU, gate and up projections, no ReLU kinks): finite difference vs exact autograd."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64, attn_implementation="eager")
+    m = LlamaForCausalLM(cfg).double().eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.mul_(3.0)
+    exs = make_examples()
+    col = C.collect(m, exs, ["grasp"], batch_size=4)
+    layers = m.model.layers
+    ref = [exact_gate_hvp(m, e, [x.self_attn.o_proj for x in layers], [x.mlp.down_proj for x in layers], 4)
+           for e in exs]
+    assert_fd_matches(col.heads["grasp"], -torch.stack([r[0] for r in ref]), "llama heads")
+    assert_fd_matches(col.neurons["grasp"], -torch.stack([r[1] for r in ref]), "llama neurons")
+
+
+def test_grasp_hvp_choice_is_checked(model):
+    with pytest.raises(ValueError, match="grasp_hvp 'newton' is not one of 'finite_difference', 'exact'"):
+        C.collect(model, make_examples(1), ["grasp"], grasp_hvp="newton")
+    import copy
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    with pytest.raises(ValueError, match="needs a float32 or float64 model, got torch.bfloat16.*'exact'"):
+        C.collect(half, make_examples(1), ["grasp"])
+    C.collect(half, make_examples(1), ["plainact"])   # no grasp: no HVP, no complaint
+
+
 def test_batched_equals_one_by_one_and_padding_is_inert(model, batched):
     exs = make_examples()
-    single = C.collect(model, exs, list(CRITERIA), batch_size=1, placement_layers=[1], layer_inputs=True)
+    single = C.collect(model, exs, list(CRITERIA), batch_size=1, placement_layers=[1], layer_inputs=True,
+                       grasp_hvp="exact")
     # a different pad token and a long partner that forces much more padding
     long = C.Example("long", [5] * 30, [6, 7])
     padded = C.collect(model, exs + [long], list(CRITERIA), batch_size=5, placement_layers=[1], pad_token_id=17,
-                       sort_by_length=False, layer_inputs=True)
+                       sort_by_length=False, layer_inputs=True, grasp_hvp="exact")
     for other in (single, padded):
         for name in CRITERIA:
             torch.testing.assert_close(batched.heads[name], other.heads[name][:4], rtol=1e-9, atol=1e-12)

@@ -6,6 +6,9 @@ rule importance_traces:
         inputs=f"{R}/importance/{{model}}/{{task}}/k{{k}}/inputs.safetensors",
         traces=expand(f"{R}/importance/{{{{model}}}}/{{{{task}}}}/k{{{{k}}}}/{{crit}}.safetensors",
                       crit=imp_criteria()),
+        # the per-token predictor inputs exist only with importance.sequence_inputs
+        **({"sequence": f"{R}/importance/{{model}}/{{task}}/k{{k}}/sequence_inputs.safetensors"}
+           if IMP and IMP["sequence_inputs"] else {}),
     params:
         flags=model_flags,
         out=lambda wc, output: os.path.dirname(output.inputs),
@@ -15,6 +18,8 @@ rule importance_traces:
         placement=",".join(str(p) for p in IMP["placement_layers"]) if IMP else "0",
         neuron_traces=imp_neuron_traces() if IMP else "all",
         layer_inputs="--layer-inputs" if IMP and IMP["layer_inputs"] else "--no-layer-inputs",
+        sequence_inputs="--sequence-inputs" if IMP and IMP["sequence_inputs"] else "--no-sequence-inputs",
+        grasp_hvp=IMP["grasp_hvp"] if IMP else "finite_difference",
         dtype=IMP["dtype"] if IMP else "float32",
         seed=IMP["seed"] if IMP else 0,
     conda:
@@ -32,8 +37,8 @@ rule importance_traces:
         "shadowllm importance {params.flags} --dtype {params.dtype} --threads {threads} "
         "--model-name {wildcards.model} --task {wildcards.task} --k {wildcards.k} --criteria {params.criteria} "
         "--out {params.out} --max-examples {params.max_examples} --batch-size {params.batch_size} "
-        "--placement-layers {params.placement} {params.layer_inputs} --neuron-traces {params.neuron_traces} "
-        "--seed {params.seed} "
+        "--placement-layers {params.placement} {params.layer_inputs} {params.sequence_inputs} "
+        "--neuron-traces {params.neuron_traces} --grasp-hvp {params.grasp_hvp} --seed {params.seed} "
         "> {log} 2>&1"
 
 

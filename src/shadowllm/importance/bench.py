@@ -1,7 +1,8 @@
 """Benchmark and oracle check for the importance collector (commands that print figures; not tests).
 
-  shadowllm importance-bench  [--model DIR] [--task T] [--n 32] ...   time / peak memory, all nine vs plainact;
-                                                                       trace bytes for OPT-13B shapes
+  shadowllm importance-bench  [--model DIR] [--task T] [--n 32] ...   time / peak memory, all nine vs plainact
+                              [--grasp-hvp finite_difference,exact]    (and the eight without grasp); trace
+                                                                       bytes for OPT-13B shapes
   shadowllm importance-oracle --model DIR [--task T] [--n 64] ...     Spearman(criterion head score,
                                                                        loss increase when the head is removed)
 Without --model the benchmark uses a random OPT of the embedded model's shape; a --model that is not a folder
@@ -17,6 +18,9 @@ import time
 
 OPT13B = dict(L=40, H=40, F=20480, d_model=5120)
 AUTHORS_BYTES = 700e9
+# mean tokens (context + gold, max_length 2048) of the 7 shipped tasks' calibration splits at k = 5 in GPT-2 BPE,
+# OPT's tokenizer (1,747 examples; see FORMAT.md)
+OPT_5SHOT_TOKENS = 348
 
 
 def _random_opt(layers=6, heads=8, hidden=256, ffn=1024, vocab=50272, seed=0):
@@ -77,18 +81,21 @@ def _one(args) -> int:
     set_threads(args.threads)
     model, tok = _load(args)
     exs = _examples(args, model, tok)
-    collect(model, exs[:args.batch_size], args.criteria.split(","), batch_size=args.batch_size)  # warm-up
+    kw = {"batch_size": args.batch_size, "grasp_hvp": args.grasp_hvp}
+    collect(model, exs[:args.batch_size], args.criteria.split(","), **kw)  # warm-up
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t = time.perf_counter()
-    collect(model, exs, args.criteria.split(","), batch_size=args.batch_size)
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    dt = time.perf_counter() - t
-    out = {"criteria": args.criteria, "seconds": dt, "examples": len(exs),
+    times = []
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        collect(model, exs, args.criteria.split(","), **kw)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    out = {"criteria": args.criteria, "seconds": min(times), "all_seconds": times, "examples": len(exs),
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_mb": rss0 / 1024}
     if args.device.startswith("cuda"):
         out["peak_cuda_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
@@ -96,46 +103,75 @@ def _one(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    from .criteria import CRITERIA
+def _child(args, criteria: str, hvp: str) -> dict:
+    """Run one measurement in a fresh process (so one run's allocations do not slow the next)."""
+    cmd = [sys.executable, "-m", "shadowllm.cli", "importance-bench", "--one", "--criteria", criteria,
+           "--grasp-hvp", hvp, "--repeat", str(args.repeat), "--n", str(args.n), "--batch-size", str(args.batch_size),
+           "--task", args.task, "--k", str(args.k), "--device", args.device, "--dtype", args.dtype,
+           "--threads", str(args.threads)] + (["--model", args.model] if args.model else [])
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if r.returncode:
+        raise RuntimeError(f"importance-bench child {' '.join(cmd)} failed:\n{r.stderr}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _size_lines() -> None:
+    """Trace bytes per example at OPT-13B shapes, against the authors' 700 GB for 3,400 examples."""
     from .traces import bytes_per_example
 
+    shape = (OPT13B["L"], OPT13B["H"], OPT13B["F"], OPT13B["d_model"])
+    print("OPT-13B trace bytes per example (all nine criteria + predictor inputs at two positions):")
+    small = {"neuron_traces": ["plainact"], "layer_inputs": True}
+    rows = [("neuron traces for every criterion", {}), ("  + every layer's input (DejaVu)", {"layer_inputs": True}),
+            ("neuron traces for plainact only", {"neuron_traces": ["plainact"]}),
+            ("  + every layer's input (DejaVu)", small)]
+    for tokens in (OPT_5SHOT_TOKENS, 2048):
+        rows.append((f"  + sequence inputs, layer 0, {tokens} tokens",
+                     {**small, "sequence_inputs": True, "mean_tokens": tokens}))
+    for label, kw in rows:
+        b = bytes_per_example(*shape, **kw)
+        tot = b["total"] * 3400
+        seq = f" (sequence file {b['sequence_inputs'] / 1e6:.2f})" if b["sequence_inputs"] else ""
+        print(f"  {label}: {b['total'] / 1e6:.2f} MB/example{seq}; 3,400 examples {tot / 1e9:.2f} GB "
+              f"= {100 * tot / AUTHORS_BYTES:.2f}% of 700 GB")
+    print(f"  ({OPT_5SHOT_TOKENS} tokens: the mean 5-shot example of the shipped tasks in OPT's tokenizer)")
+
+
+def cmd_bench(args) -> int:
+    from .collect import GRASP_HVP, check_grasp_hvp
+    from .criteria import CRITERIA
+
+    if args.repeat < 1:
+        raise ValueError(f"--repeat must be at least 1, got {args.repeat}")
     if args.one:
         return _one(args)
     _check_model(args)
+    methods = [check_grasp_hvp(m.strip()) for m in args.grasp_hvp.split(",") if m.strip()] or [GRASP_HVP[0]]
     from ..loading import resolve_device
 
     args.device = resolve_device(args.device)
-    res = {}
-    for crit in ("plainact", ",".join(CRITERIA)):
-        cmd = [sys.executable, "-m", "shadowllm.cli", "importance-bench", "--one", "--criteria", crit,
-               "--n", str(args.n), "--batch-size", str(args.batch_size), "--task", args.task, "--k", str(args.k),
-               "--device", args.device, "--dtype", args.dtype, "--threads", str(args.threads)] + (["--model", args.model] if args.model else [])
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode:
-            print(r.stderr, file=sys.stderr)
-            return r.returncode
-        res[crit] = json.loads(r.stdout.strip().splitlines()[-1])
-    desc = args.model or RANDOM_DESC
-    pa, al = res["plainact"], res[",".join(CRITERIA)]
-    print(f"model: {desc}; {pa['examples']} examples, batch {args.batch_size}, device {args.device}, "
-          f"{args.threads} threads")
-    print(f"{'criteria':<12}{'seconds':>10}{'s/example':>11}{'peak RSS MB':>13}" +
-          (f"{'peak CUDA MB':>14}" if "peak_cuda_mb" in pa else ""))
-    for name, r in (("plainact", pa), ("all nine", al)):
-        print(f"{name:<12}{r['seconds']:>10.2f}{r['seconds'] / r['examples']:>11.4f}{r['peak_rss_mb']:>13.0f}" +
-              (f"{r['peak_cuda_mb']:>14.0f}" if "peak_cuda_mb" in r else ""))
-    print(f"time ratio all/plainact: {al['seconds'] / pa['seconds']:.2f} (goal <= 2)")
-    shape = (OPT13B["L"], OPT13B["H"], OPT13B["F"], OPT13B["d_model"])
-    print("OPT-13B trace bytes per example (all nine criteria + predictor inputs at two positions):")
-    for label, b in (("neuron traces for every criterion", bytes_per_example(*shape)),
-                     ("  + every layer's input (DejaVu)", bytes_per_example(*shape, layer_inputs=True)),
-                     ("neuron traces for plainact only", bytes_per_example(*shape, neuron_traces=["plainact"])),
-                     ("  + every layer's input (DejaVu)", bytes_per_example(*shape, neuron_traces=["plainact"],
-                                                                         layer_inputs=True))):
-        tot = b["total"] * 3400
-        print(f"  {label}: {b['total'] / 1e6:.2f} MB/example; 3,400 examples {tot / 1e9:.2f} GB "
-              f"= {100 * tot / AUTHORS_BYTES:.2f}% of 700 GB")
+    eight = ",".join(c for c in CRITERIA if c != "grasp")
+    runs = [("plainact", "plainact", methods[0]), ("all but grasp", eight, methods[0])]
+    runs += [(f"all nine ({m})", ",".join(CRITERIA), m) for m in methods]
+    try:
+        res = {label: _child(args, crit, m) for label, crit, m in runs}
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
+        return 1
+    pa = res["plainact"]
+    print(f"model: {args.model or RANDOM_DESC}; {pa['examples']} examples, batch {args.batch_size}, device "
+          f"{args.device}, {args.threads} threads; fastest of {args.repeat} runs each")
+    print(f"grasp HVP: {', '.join(methods)} (finite_difference: one more forward + backward; exact: double backward)")
+    cuda = "peak_cuda_mb" in pa
+    print(f"{'criteria':<32}{'seconds':>9}{'s/example':>11}{'x plainact':>12}{'peak RSS MB':>13}" +
+          (f"{'peak CUDA MB':>14}" if cuda else ""))
+    for label, r in res.items():
+        print(f"{label:<32}{r['seconds']:>9.2f}{r['seconds'] / r['examples']:>11.4f}"
+              f"{r['seconds'] / pa['seconds']:>12.2f}{r['peak_rss_mb']:>13.0f}" +
+              (f"{r['peak_cuda_mb']:>14.0f}" if cuda else ""))
+    for m in methods:
+        print(f"time ratio all/plainact ({m}): {res[f'all nine ({m})']['seconds'] / pa['seconds']:.2f} (goal <= 2)")
+    _size_lines()
     return 0
 
 
@@ -153,7 +189,8 @@ def cmd_oracle(args) -> int:
 
     _check_model(args)
     set_threads(args.threads)
-    model, tok = load_model(args.model, dtype=args.dtype, device=resolve_device(args.device))
+    args.device = resolve_device(args.device)   # the loss passes below put their batches on it
+    model, tok = load_model(args.model, dtype=args.dtype, device=args.device)
     ad = get_adapter(model)
     exs = _examples(args, model, tok)
     col = collect(model, exs, list(CRITERIA), batch_size=args.batch_size)
@@ -205,6 +242,9 @@ def register(sub) -> None:
     p = sub.add_parser("importance-bench", help="time / memory of collecting all criteria vs plainact")
     p.add_argument("--model", default=None, help="model folder (default: a random OPT of the embedded shape)")
     _workload_args(p, n=32)
+    p.add_argument("--grasp-hvp", default="finite_difference",
+                   help="comma-separated grasp HVP methods to time all nine with (finite_difference, exact)")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per measurement; the fastest counts")
     p.add_argument("--criteria", default="plainact", help=argparse_suppress())
     p.add_argument("--one", action="store_true", help=argparse_suppress())
     p.set_defaults(func=cmd_bench)

@@ -28,7 +28,7 @@ def cmd_importance(args) -> int:
 
     col = collect(model, exs, crits, batch_size=args.batch_size, placement_layers=args.placement_layers,
                   pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0, progress=progress,
-                  layer_inputs=args.layer_inputs)
+                  layer_inputs=args.layer_inputs, grasp_hvp=args.grasp_hvp, sequence_inputs=args.sequence_inputs)
     cfg = args_config(args)
     paths = write_traces(args.out, col, model=args.model_name or args.model, task=args.task, k=args.k,
                          seed=args.seed, neuron_traces=args.neuron_traces, config=cfg, device=device)
@@ -53,6 +53,7 @@ def cmd_input_dependence(args) -> int:
 
 def register(sub) -> None:
     from ..cli import add_model_args
+    from .collect import GRASP_HVP
     from .criteria import CRITERIA
 
     p = sub.add_parser("importance", help="collect per-example importance traces for one model, task and k",
@@ -69,6 +70,12 @@ def register(sub) -> None:
                    default=[0], help="layers whose predictor input (last token) is stored; 0 always is")
     p.add_argument("--layer-inputs", action=argparse.BooleanOptionalAction, default=True,
                    help="also store every layer's input (residual stream) at both positions: DejaVu's predictor input")
+    p.add_argument("--sequence-inputs", action=argparse.BooleanOptionalAction, default=False,
+                   help="also store the placement layers' predictor input at every real token "
+                        "(sequence_inputs.safetensors, for full-sequence predictors; large, see FORMAT.md)")
+    p.add_argument("--grasp-hvp", choices=GRASP_HVP, default="finite_difference",
+                   help="grasp's gate Hessian-vector product: one more forward + backward (finite_difference) "
+                        "or a double backward (exact: all nine ~1.3-1.4x slower on CPU; needed for float16/bfloat16)")
     p.add_argument("--neuron-traces", default="all",
                    help="'all', 'none' or comma-separated criteria whose per-example neuron scores are kept")
     p.add_argument("--seed", type=int, default=0)

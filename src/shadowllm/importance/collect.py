@@ -8,15 +8,23 @@ padded with an attention mask; padded positions are masked out of every score (a
 all real tokens in a causal model, never influence a real position).
 
 Hooks (on stock modules, removed afterwards):
-  pre-hook on attn_out(l):  A (made a grad-tracking leaf at layer 0), optional head gates for grasp
-  pre-hook on ffn_out(l):   Z, optional neuron gates for grasp
+  pre-hook on attn_out(l):  A (made a grad-tracking leaf at layer 0), head gates for the exact grasp HVP
+  pre-hook on ffn_out(l):   Z, neuron gates for the exact grasp HVP
   hook on each ffn_in(l):   its input X and output P (pre-activation)
   adapter.on_predictor_input(l), l in placement layers: the predictor input (input of attn_out(l)) at the
                             last real token and at the last context token, registered first (before any gate)
+                            and, with sequence_inputs, at every real token of the example
   adapter.on_layer_input(l) (optional): the residual stream entering layer l at the same two positions
                             (what a DejaVu-style per-layer predictor reads)
 Model parameters are frozen during collection (no weight .grad is ever accumulated); per-example
 fc1 weight gradients come from X and dL/dP by an einsum per example.
+
+grasp needs H g on unit gates m (= 1; g = dL/dm). grasp_hvp="finite_difference" (default): g from the
+captures (sum A*G per head, sum Z*dZ per neuron; the main pass has no gates), then one more forward +
+backward at gates 1 + eps g that differentiates the gates only (`fd_steps`, `relu_patterns`).
+grasp_hvp="exact": gates in the main pass, its backward with create_graph, and g.g differentiated through
+it (on the tiny CPU models the whole collection takes ~1.3x the finite-difference time; it also needs an
+attention implementation whose backward is differentiable).
 """
 from __future__ import annotations
 
@@ -54,6 +62,9 @@ class Collected:
     n_tokens: torch.Tensor                    # [N] int
     n_context: torch.Tensor                   # [N] int
     loss: torch.Tensor                        # [N] mean NLL of the continuation
+    seq_inputs: dict[int, torch.Tensor] = field(default_factory=dict)  # placement layer -> [sum_i n_i, H*dh]
+    #   float32 predictor input at every real token (context + gold), example i = rows seq_offsets[i]:[i+1]
+    seq_offsets: torch.Tensor | None = None   # [N+1] int64 row offsets into seq_inputs (None when not kept)
     info: dict = field(default_factory=dict)
 
 
@@ -125,34 +136,49 @@ def task_examples(task: str, k: int, tok, seed: int = 0, max_examples: int | Non
 # ---- collection ---------------------------------------------------------------------------------
 
 class _Capture:
-    """Installs the hooks for one batch and holds what they capture."""
+    """Installs the hooks for one forward pass and holds what they capture.
 
-    def __init__(self, ad: Adapter, B: int, want_grad: bool, want_gates: bool, placement, last_idx, ctx_idx,
-                 want_layer_inputs: bool = False):
-        self.ad, self.B = ad, B
-        self.want_grad, self.want_gates = want_grad, want_gates
-        self.placement, self.last_idx, self.ctx_idx = set(placement), last_idx, ctx_idx
+    gates: None, or per layer the initial head gates [B, H] and neuron gates [B, F] (leaves that require
+    grad). record: keep A, Z, X, P (False for the finite-difference pass, which needs the gates only).
+    seq: (store {l: [sum n_i, H*dh]}, [(row offset, n tokens)] per batch row) to copy every real token of the
+    placement layers' predictor input into. frozen: {l: [P_base > 0]}: the FFN input of fc2 becomes
+    P * [P_base > 0] instead of relu(P) (see `relu_patterns`).
+    """
+
+    def __init__(self, ad: Adapter, B: int, want_grad: bool = False, gates=None, placement=(), last_idx=None,
+                 ctx_idx=None, want_layer_inputs: bool = False, record: bool = True, seq=None, frozen=None):
+        self.ad, self.B, self.want_grad, self.record, self.frozen = ad, B, want_grad, record, frozen
+        self.last_idx, self.ctx_idx, self.seq = last_idx, ctx_idx, seq
         self.A, self.Z, self.X, self.P, self.inputs, self.inputs_ctx = {}, {}, {}, {}, {}, {}
         self.layer_in, self.layer_in_ctx = {}, {}
         self.gh, self.gn = {}, {}
         self.handles = []
         L = ad.n_layers
-        if want_gates:
+        if gates is not None:
             for l in range(L):
-                dt = next(ad.attn_out(l).parameters()).dtype
-                dev = next(ad.attn_out(l).parameters()).device
-                self.gh[l] = torch.ones(B, ad.n_heads, dtype=dt, device=dev, requires_grad=True)
-                self.gn[l] = torch.ones(B, ad.n_neurons, dtype=dt, device=dev, requires_grad=True)
-        for l in sorted(self.placement):  # first: they must see the attention output before any gate
-            self.handles.append(ad.on_predictor_input(l, self._grab(l, self.inputs, self.inputs_ctx)))
+                self.gh[l] = gates[0][l].detach().clone().requires_grad_(True)
+                self.gn[l] = gates[1][l].detach().clone().requires_grad_(True)
+        for l in sorted(set(placement)):  # first: they must see the attention output before any gate
+            self.handles.append(ad.on_predictor_input(l, self._grab_predictor(l)))
         if want_layer_inputs:
             for l in range(L):
                 self.handles.append(ad.on_layer_input(l, self._grab(l, self.layer_in, self.layer_in_ctx)))
         for l in range(L):
             self.handles.append(ad.attn_out(l).register_forward_pre_hook(self._attn_pre(l)))
             self.handles.append(ad.ffn_out(l).register_forward_pre_hook(self._ffn_pre(l)))
-            for j, mod in enumerate(ad.ffn_in(l)):
-                self.handles.append(mod.register_forward_hook(self._ffn_in(l, j)))
+            if record or frozen is not None:
+                for j, mod in enumerate(ad.ffn_in(l)):
+                    self.handles.append(mod.register_forward_hook(self._ffn_in(l, j)))
+
+    @property
+    def want_gates(self) -> bool:
+        return bool(self.gh)
+
+    def gates(self) -> list[torch.Tensor]:
+        """Head gates of every layer, then neuron gates of every layer."""
+        if not self.want_gates:
+            return []
+        return [self.gh[l] for l in range(self.ad.n_layers)] + [self.gn[l] for l in range(self.ad.n_layers)]
 
     def _track(self, x):
         if self.want_grad and not x.requires_grad:
@@ -162,7 +188,8 @@ class _Capture:
     def _attn_pre(self, l):
         def hook(mod, args):
             a = self._track(args[0])
-            self.A[l] = a
+            if self.record:
+                self.A[l] = a
             if self.want_gates:
                 B, T, D = a.shape
                 H = self.ad.n_heads
@@ -173,7 +200,10 @@ class _Capture:
     def _ffn_pre(self, l):
         def hook(mod, args):
             z = self._track(args[0])
-            self.Z[l] = z
+            if self.frozen is not None:  # relu(P) with the pattern of the unperturbed pass: P * [P_base > 0]
+                z = torch.where(self.frozen[l], self.P.pop((l, 0)), 0)
+            if self.record:
+                self.Z[l] = z
             if self.want_gates:
                 shp = z.shape
                 z = (z.reshape(self.B, -1, shp[-1]) * self.gn[l][:, None, :]).reshape(shp)
@@ -192,6 +222,18 @@ class _Capture:
             rows = torch.arange(self.B, device=x.device)
             at_last[l] = x[rows, self.last_idx.to(x.device)].detach()
             at_ctx[l] = x[rows, self.ctx_idx.to(x.device)].detach()
+        return grab
+
+    def _grab_predictor(self, l):
+        """The predictor input at the two positions and, when asked, at every real token."""
+        at_two = self._grab(l, self.inputs, self.inputs_ctx)
+
+        def grab(x):  # x [B, T, H*dh]
+            at_two(x)
+            if self.seq is not None:
+                store, rows = self.seq
+                for b, (off, n) in enumerate(rows):
+                    store[l][off:off + n] = x[b, :n].detach()
         return grab
 
     def remove(self):
@@ -239,12 +281,187 @@ def example_losses(model, ids, mask, batch: list[Example]) -> torch.Tensor:
     return sums / counts
 
 
+# ---- the gate Hessian-vector product (grasp) -----------------------------------------------------
+
+GRASP_HVP = ("finite_difference", "exact")
+
+
+def check_grasp_hvp(method: str, dtype: torch.dtype | None = None) -> str:
+    """ValueError naming a method that is not one of GRASP_HVP (or finite differences of a half-precision model)."""
+    if method not in GRASP_HVP:
+        raise ValueError(f"grasp_hvp {method!r} is not one of {', '.join(map(repr, GRASP_HVP))}")
+    if method == "finite_difference" and dtype is not None and torch.finfo(dtype).bits < 32:
+        raise ValueError(f"grasp_hvp 'finite_difference' needs a float32 or float64 model, got {dtype}: "
+                         f"its steps drown in half-precision rounding; use grasp_hvp 'exact'")
+    return method
+
+
+def relu_patterns(ad: Adapter, cap: _Capture) -> dict[int, torch.Tensor] | None:
+    """{l: [P > 0]} of a ReLU FFN (shaped like its fc1 output) for the finite-difference pass, else None.
+
+    Autograd's H g takes relu'' = 0: it is the Hessian with the activation pattern fixed. A finite step flips
+    some of the B*T*F pre-activations near 0, and each flip adds a gradient jump / eps: on the trained tiny
+    OPT this left Spearman(fd, exact) at ~0.8. Keeping the unperturbed pattern in the perturbed pass makes
+    the difference quotient converge to autograd's H g. Smooth activations (Llama's SiLU) need nothing.
+    """
+    act = getattr(ad.model.config, "activation_function", None)
+    if ad.family != "opt" or act != "relu":
+        return None
+    return {l: cap.P[(l, 0)].detach() > 0 for l in range(ad.n_layers)}
+
+
+def fd_steps(g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, U] per-example gate gradients -> [B] float64 steps ε_b = sqrt(eps) (1 + |m|) / |g_b| (max norms).
+
+    The textbook forward-difference step (Nocedal & Wright, 8.1) balancing truncation O(ε) against rounding
+    O(eps / ε): the gate that moves most moves by 2 sqrt(eps) (m = 1). Max norms, because the l2 norm grows
+    with the number of gates and moved the few gates that carry the gradient too far (measured). eps is at
+    least float32's: attention softmax and the loss's log-softmax run in float32 even in a float64 model.
+    An example whose gate gradient is 0 gets step 0 (and H g = 0).
+    """
+    top = g.double().abs().amax(dim=1)                                      # [B]
+    scale = max(torch.finfo(dtype).eps, torch.finfo(torch.float32).eps) ** 0.5 * 2
+    return torch.where(top > 0, scale / torch.where(top > 0, top, 1), 0)
+
+
+def _exact_hvp(first_grads: list[torch.Tensor], gates: list[torch.Tensor]) -> list[torch.Tensor]:
+    """H g per gate tensor by a second backward through the graph of g = dL/dm (built with create_graph)."""
+    z = sum((g * g.detach()).sum() for g in first_grads)
+    hv = torch.autograd.grad(z, gates, allow_unused=True)
+    return [(torch.zeros_like(m) if h is None else h).detach() for h, m in zip(hv, gates)]
+
+
+def _fd_hvp(model, ad: Adapter, ids, mask, batch, g0: list[torch.Tensor], frozen=None) -> list[torch.Tensor]:
+    """H g ~ (dL/dm(1 + ε g) - dL/dm(1)) / ε per example (float64): one more forward + backward, gates only.
+
+    Exact per example up to O(ε): the summed loss is block diagonal in the examples' gates.
+    """
+    B = len(batch)
+    eps = fd_steps(torch.cat(g0, 1), g0[0].dtype)                                     # [B]
+    L = ad.n_layers
+    moved = [(1 + eps[:, None] * g.double()).to(g.dtype) for g in g0]
+    cap = _Capture(ad, B, gates=(moved[:L], moved[L:]), record=False, frozen=frozen)
+    try:
+        with torch.enable_grad():
+            g1 = torch.autograd.grad(example_losses(model, ids, mask, batch).sum(), cap.gates())
+    finally:
+        cap.remove()
+    inv = torch.where(eps > 0, 1 / torch.where(eps > 0, eps, 1), 0)[:, None]              # [B, 1]
+    return [(a.double() - b.double()) * inv for a, b in zip(g1, g0)]
+
+
+# ---- one batch --------------------------------------------------------------------------------------
+
+def _backward(cap: _Capture, losses, L: int, exact: bool):
+    """(grads {("A"|"Z", l) | ("P", (l, j)): tensor}, H g per gate tensor when exact else None)."""
+    keys = [("A", l) for l in range(L)] + [("Z", l) for l in range(L)] + [("P", lj) for lj in cap.P]
+    tens = [cap.A[l] for l in range(L)] + [cap.Z[l] for l in range(L)] + [cap.P[lj] for lj in cap.P]
+    gates = cap.gates()
+    out = torch.autograd.grad(losses.sum(), tens + gates, create_graph=exact, allow_unused=True)
+    grads = {k: (torch.zeros_like(t) if g is None else g.detach()) for k, g, t in zip(keys, out, tens)}
+    if not exact:
+        return grads, None
+    gg = [torch.zeros_like(m) if g is None else g for g, m in zip(out[len(tens):], gates)]
+    return grads, _exact_hvp(gg, gates)
+
+
+def _gate_grads(cap: _Capture, grads: dict, ad: Adapter, B: int) -> list[torch.Tensor]:
+    """dL/dm of the unit gates at m = 1 from the captures (no gates in the pass): per layer head sum_t,i A*G
+    [B, H], then per layer neuron sum_t Z*dZ [B, F]. Padded positions have exactly zero gradient."""
+    L, H = ad.n_layers, ad.n_heads
+    gh = [(cap.A[l].detach() * grads[("A", l)]).view(B, -1, H, ad.head_dim).sum((1, 3)) for l in range(L)]
+    gn = [_bt(cap.Z[l].detach() * grads[("Z", l)], B).sum(1) for l in range(L)]
+    return gh + gn
+
+
+def _layer_data(cap: _Capture, ad: Adapter, l: int, B: int, ids, mask, grads, hv) -> LayerData:
+    """One layer's captures of the batch in the [B, T, ...] layout the criteria read."""
+    A = cap.A[l].detach()
+    A = A.view(B, A.shape[1], ad.n_heads, -1)
+    nin = len(ad.ffn_in(l))
+    g = bool(grads)
+    return LayerData(
+        mask=mask, input_ids=ids, A=A,
+        G=grads[("A", l)].view_as(A) if g else None,
+        Z=_bt(cap.Z[l].detach(), B), dZ=_bt(grads[("Z", l)], B) if g else None,
+        P=[_bt(cap.P[(l, j)].detach(), B) for j in range(nin)],
+        dP=[_bt(grads[("P", (l, j))], B) for j in range(nin)] if g else None,
+        X=[_bt(cap.X[(l, j)].detach(), B) for j in range(nin)],
+        W1=[m.weight.detach() for m in ad.ffn_in(l)],
+        hvp_heads=hv[l] if hv else None, hvp_neurons=hv[ad.n_layers + l] if hv else None)
+
+
+@dataclass
+class _Plan:
+    """What one collection computes, shared by its batches."""
+    crits: list
+    placement: list[int]
+    want_grad: bool
+    hvp: str | None            # None (no grasp), "exact" or "finite_difference"
+    layer_inputs: bool
+    seq: dict | None           # {l: [sum n_i, H*dh]} to fill, or None
+    offsets: torch.Tensor      # [N+1] row offsets of the examples in seq
+
+
+def _one_batch(model, ad: Adapter, examples, idx, plan: _Plan, pad_token_id: int, out: dict) -> None:
+    """Forward (+ backward, + the grasp HVP) for examples[idx]; scores and inputs go into out's tensors."""
+    batch = [examples[i] for i in idx]
+    B, L = len(batch), ad.n_layers
+    device = next(model.parameters()).device
+    dt = next(model.parameters()).dtype
+    ids, mask = _pad_batch(batch, pad_token_id, device)
+    last = (mask.sum(1) - 1)
+    ctx_last = torch.tensor([len(e.ctx_ids) - 1 for e in batch], device=last.device)
+    ones = ([torch.ones(B, ad.n_heads, dtype=dt, device=device)] * L,
+            [torch.ones(B, ad.n_neurons, dtype=dt, device=device)] * L)
+    rows = [(int(plan.offsets[i]), examples[i].n) for i in idx]
+    cap = _Capture(ad, B, plan.want_grad, ones if plan.hvp == "exact" else None, plan.placement, last, ctx_last,
+                   plan.layer_inputs, seq=(plan.seq, rows) if plan.seq is not None else None)
+    try:
+        with torch.set_grad_enabled(plan.want_grad):
+            losses = example_losses(model, ids, mask, batch)
+            grads, hv = _backward(cap, losses, L, plan.hvp == "exact") if plan.want_grad else ({}, None)
+        if plan.hvp == "finite_difference":
+            cap.remove()  # its hooks would overwrite the captures (and inputs) with the perturbed pass's
+            hv = _fd_hvp(model, ad, ids, mask, batch, _gate_grads(cap, grads, ad, B), relu_patterns(ad, cap))
+        bid = [e.id for e in batch]
+        for l in range(L):
+            d = _layer_data(cap, ad, l, B, ids, mask, grads, hv)
+            for c in plan.crits:
+                for unit, fn in (("head", c.heads), ("neuron", c.neurons)):
+                    if fn is not None:
+                        s = fn(d).detach()
+                        is_finite_or_raise(c.name, unit, s, bid, l)
+                        out[unit + "s"][c.name][idx, l] = s.double().cpu()
+            del d
+        for l in plan.placement:
+            out["inputs"][l][idx] = cap.inputs[l].float().cpu()
+            out["inputs_ctx"][l][idx] = cap.inputs_ctx[l].float().cpu()
+        for l in out["lin"]:
+            out["lin"][l][idx] = cap.layer_in[l].float().cpu()
+            out["lin_ctx"][l][idx] = cap.layer_in_ctx[l].float().cpu()
+        lv = losses.detach().double().cpu()
+        is_finite_or_raise("loss", "example", lv, bid)
+        out["loss"][idx] = lv
+    finally:
+        cap.remove()
+
+
+def _f32(*shape) -> torch.Tensor:
+    """Zeros for stored inputs: float32 whatever the model's (or torch's default) dtype."""
+    return torch.zeros(*shape, dtype=torch.float32)
+
+
 def collect(model, examples: list[Example], criteria, batch_size: int = 8, placement_layers=(0,),
             pad_token_id: int = 0, sort_by_length: bool = True, progress=None,
-            layer_inputs: bool = False) -> Collected:
+            layer_inputs: bool = False, grasp_hvp: str = "finite_difference",
+            sequence_inputs: bool = False) -> Collected:
     """Score every example under every criterion; returns float64 scores in the examples' order.
 
-    Raises ValueError naming the criterion / example on any NaN or inf.
+    grasp_hvp: how grasp's gate Hessian-vector product is computed, "finite_difference" (one more forward +
+    backward; see `fd_steps`) or "exact" (double backward). sequence_inputs: also keep the placement layers'
+    predictor input at every real token (`Collected.seq_inputs`). Raises ValueError naming the criterion /
+    example on any NaN or inf.
     """
     crits = get_criteria(criteria)
     ad = get_adapter(model)
@@ -254,20 +471,21 @@ def collect(model, examples: list[Example], criteria, batch_size: int = 8, place
     for l in placement:
         if not 0 <= l < ad.n_layers:
             raise ValueError(f"placement layer {l} is outside the model's {ad.n_layers} layers")
-    want_grad = any(c.needs_grad or c.needs_hvp for c in crits)
-    want_gates = any(c.needs_hvp for c in crits)
-    device = next(model.parameters()).device
-    L, H, F = ad.n_layers, ad.n_heads, ad.n_neurons
-    N = len(examples)
-    heads = {c.name: torch.zeros(N, L, H, dtype=torch.float64) for c in crits}
-    neurons = {c.name: torch.zeros(N, L, F, dtype=torch.float64) for c in crits if supports(c, "neurons")}
-    inputs = {l: torch.zeros(N, ad.n_heads * ad.head_dim, dtype=torch.float32) for l in placement}
-    inputs_ctx = {l: torch.zeros_like(inputs[l]) for l in placement}
-    lin = {l: torch.zeros(N, ad.d_model, dtype=torch.float32) for l in range(L)} if layer_inputs else {}
-    lin_ctx = {l: torch.zeros_like(x) for l, x in lin.items()}
-    loss_all = torch.zeros(N, dtype=torch.float64)
+    want_hvp = any(c.needs_hvp for c in crits)
+    check_grasp_hvp(grasp_hvp, next(model.parameters()).dtype if want_hvp else None)
+    L, H, F, N = ad.n_layers, ad.n_heads, ad.n_neurons, len(examples)
+    D = ad.n_heads * ad.head_dim
+    offsets = torch.tensor([0] + [e.n for e in examples]).cumsum(0)                     # [N+1]
+    plan = _Plan(crits, placement, any(c.needs_grad or c.needs_hvp for c in crits), grasp_hvp if want_hvp else None,
+                 layer_inputs, {l: _f32(int(offsets[-1]), D) for l in placement} if sequence_inputs else None,
+                 offsets)
+    out = {"heads": {c.name: torch.zeros(N, L, H, dtype=torch.float64) for c in crits},
+           "neurons": {c.name: torch.zeros(N, L, F, dtype=torch.float64) for c in crits if supports(c, "neurons")},
+           "inputs": {l: _f32(N, D) for l in placement}, "inputs_ctx": {l: _f32(N, D) for l in placement},
+           "lin": {l: _f32(N, ad.d_model) for l in range(L)} if layer_inputs else {},
+           "lin_ctx": {l: _f32(N, ad.d_model) for l in range(L)} if layer_inputs else {},
+           "loss": torch.zeros(N, dtype=torch.float64)}
     order = sorted(range(N), key=lambda i: -examples[i].n) if sort_by_length else list(range(N))
-    ids_all = [e.id for e in examples]
 
     was_training = model.training
     flags = [p.requires_grad for p in model.parameters()]
@@ -276,80 +494,17 @@ def collect(model, examples: list[Example], criteria, batch_size: int = 8, place
         p.requires_grad_(False)
     try:
         for start in range(0, N, batch_size):
-            idx = order[start:start + batch_size]
-            batch = [examples[i] for i in idx]
-            B = len(batch)
-            ids, mask = _pad_batch(batch, pad_token_id, device)
-            last = (mask.sum(1) - 1)
-            ctx_last = torch.tensor([len(e.ctx_ids) - 1 for e in batch], device=last.device)
-            cap = _Capture(ad, B, want_grad, want_gates, placement, last, ctx_last, layer_inputs)
-            try:
-                with torch.set_grad_enabled(want_grad):
-                    losses = example_losses(model, ids, mask, batch)
-                    grads = {}
-                    if want_grad:
-                        keys = [("A", l) for l in range(L)] + [("Z", l) for l in range(L)] + \
-                               [("P", lj) for lj in cap.P]
-                        tens = [cap.A[l] for l in range(L)] + [cap.Z[l] for l in range(L)] + \
-                               [cap.P[lj] for lj in cap.P]
-                        gates = [cap.gh[l] for l in range(L)] + [cap.gn[l] for l in range(L)] if want_gates else []
-                        out = torch.autograd.grad(losses.sum(), tens + gates, create_graph=want_gates,
-                                                  allow_unused=True)
-                        for key, g, t in zip(keys, out[:len(tens)], tens):
-                            grads[key] = torch.zeros_like(t) if g is None else g.detach()
-                        hvp_h, hvp_n = {}, {}
-                        if want_gates:
-                            gg = out[len(tens):]
-                            z = sum((g * g.detach()).sum() for g in gg if g is not None)
-                            hv = torch.autograd.grad(z, gates, allow_unused=True)
-                            for l in range(L):
-                                hvp_h[l] = (hv[l] if hv[l] is not None else torch.zeros_like(gates[l])).detach()
-                                hvp_n[l] = (hv[L + l] if hv[L + l] is not None else torch.zeros_like(gates[L + l])).detach()
-                            del gg, z, hv
-                        del out
-                for l in range(L):
-                    A = cap.A[l].detach()
-                    A = A.view(B, A.shape[1], H, -1)
-                    nin = len(ad.ffn_in(l))
-                    d = LayerData(
-                        mask=mask, input_ids=ids, A=A,
-                        G=grads[("A", l)].view_as(A) if want_grad else None,
-                        Z=_bt(cap.Z[l].detach(), B), dZ=_bt(grads[("Z", l)], B) if want_grad else None,
-                        P=[_bt(cap.P[(l, j)].detach(), B) for j in range(nin)],
-                        dP=[_bt(grads[("P", (l, j))], B) for j in range(nin)] if want_grad else None,
-                        X=[_bt(cap.X[(l, j)].detach(), B) for j in range(nin)],
-                        W1=[m.weight.detach() for m in ad.ffn_in(l)],
-                        hvp_heads=hvp_h.get(l) if want_gates else None,
-                        hvp_neurons=hvp_n.get(l) if want_gates else None)
-                    bid = [examples[i].id for i in idx]
-                    for c in crits:
-                        s = c.heads(d).detach()
-                        is_finite_or_raise(c.name, "head", s, bid, l)
-                        heads[c.name][idx, l] = s.double().cpu()
-                        if c.name in neurons:
-                            s = c.neurons(d).detach()
-                            is_finite_or_raise(c.name, "neuron", s, bid, l)
-                            neurons[c.name][idx, l] = s.double().cpu()
-                    del d
-                for l in placement:
-                    inputs[l][idx] = cap.inputs[l].float().cpu()
-                    inputs_ctx[l][idx] = cap.inputs_ctx[l].float().cpu()
-                for l in lin:
-                    lin[l][idx] = cap.layer_in[l].float().cpu()
-                    lin_ctx[l][idx] = cap.layer_in_ctx[l].float().cpu()
-                lv = losses.detach().double().cpu()
-                is_finite_or_raise("loss", "example", lv, [examples[i].id for i in idx])
-                loss_all[idx] = lv
-            finally:
-                cap.remove()
+            _one_batch(model, ad, examples, order[start:start + batch_size], plan, pad_token_id, out)
             if progress:
                 progress(min(start + batch_size, N), N)
     finally:
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
         model.train(was_training)
-    return Collected(ids=ids_all, heads=heads, neurons=neurons, inputs=inputs, inputs_context=inputs_ctx,
-                     layer_inputs=lin, layer_inputs_context=lin_ctx,
+    return Collected(ids=[e.id for e in examples], heads=out["heads"], neurons=out["neurons"], inputs=out["inputs"],
+                     inputs_context=out["inputs_ctx"], layer_inputs=out["lin"], layer_inputs_context=out["lin_ctx"],
                      n_tokens=torch.tensor([e.n for e in examples]),
                      n_context=torch.tensor([len(e.ctx_ids) for e in examples]),
-                     loss=loss_all, info={"placement_layers": placement, "criteria": [c.name for c in crits]})
+                     loss=out["loss"], seq_inputs=plan.seq or {}, seq_offsets=offsets if sequence_inputs else None,
+                     info={"placement_layers": placement, "criteria": [c.name for c in crits],
+                           "grasp_hvp": plan.hvp})

@@ -91,12 +91,20 @@ class LayerData:
         return self.m.sum(1).clamp_min(1)
 
     @cached_property
+    def ag(self) -> torch.Tensor:       # [B, T, H, dh] A*G (shared by plainact, snip and fisher)
+        return self.A * self.G
+
+    @cached_property
     def head_dot(self) -> torch.Tensor:  # [B, T, H] sum_i A*G on real tokens
-        return (self.A * self.G).sum(-1) * self.m[:, :, None]
+        return self.ag.sum(-1) * self.m[:, :, None]
 
     @cached_property
     def neuron_dot(self) -> torch.Tensor:  # [B, T, F] Z*dZ on real tokens
         return self.Z * self.dZ * self.m[:, :, None]
+
+    def token_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, U] -> [B, U]: the sum over each example's real tokens (one batched matmul, no masked copy)."""
+        return torch.bmm(self.m.to(x.dtype)[:, None, :], x)[:, 0]
 
     @cached_property
     def w1_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,23 +124,20 @@ class LayerData:
         return pa, gn
 
     @cached_property
-    def grad_rows(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per example: (standardised gradient rows [H, n, dh] in float64, kept positions [n]).
+    def unit_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(standardised gradient rows R [B, H, T, dh] float64, 0 on dropped rows; kept rows [B, T] bool).
 
-        Rows are the real positions whose gradient is non-constant for every head of the layer
+        Kept rows are the real positions whose gradient is non-constant for every head of the layer
         (in practice this drops only the last real token, whose gradient is exactly zero). Each row
         is centred and scaled to unit norm, so R @ R^T is the row correlation matrix (np.corrcoef).
+        Heads before tokens, contiguous: the Gram matrices are then plain batched matmuls.
         """
-        out = []
-        for b in range(self.mask.shape[0]):
-            pos = torch.nonzero(self.mask[b]).flatten()
-            g = self.G[b, pos].to(torch.float64).transpose(0, 1)     # [H, n, dh]
-            g = g - g.mean(-1, keepdim=True)
-            nrm = g.norm(dim=-1)                                     # [H, n]
-            ok = (nrm > 0).all(0)
-            r = g[:, ok] / nrm[:, ok, None]
-            out.append((r, pos[ok]))
-        return out
+        g = self.G.transpose(1, 2).to(torch.float64, memory_format=torch.contiguous_format)
+        g = g - g.mean(-1, keepdim=True)
+        nrm = g.norm(dim=-1)                                                  # [B, H, T]
+        keep = self.mask & (nrm > 0).all(1)                                   # [B, T]
+        scale = torch.where(keep[:, None, :], 1 / torch.where(nrm > 0, nrm, 1), 0)
+        return g * scale[..., None], keep
 
 
 class Criterion:
@@ -140,7 +145,7 @@ class Criterion:
 
     name: str = ""
     needs_grad: bool = True     # needs dL/dA, dL/dZ, dL/dP (one backward pass)
-    needs_hvp: bool = False     # needs the gate Hessian-vector product (double backward)
+    needs_hvp: bool = False     # needs the gate Hessian-vector product H g (see collect's grasp_hvp)
 
     @staticmethod
     def heads(d: LayerData) -> torch.Tensor:
@@ -172,12 +177,11 @@ class Fisher(Criterion):
 
     @staticmethod
     def heads(d):
-        sq = (d.A * d.G).pow(2).sum(-1) * d.m[:, :, None]       # [B, T, H]
-        return sq.sum(1) / d.n_tok[:, None]
+        return d.token_sum(d.ag.square().sum(-1)) / d.n_tok[:, None]
 
     @staticmethod
     def neurons(d):
-        return d.neuron_dot.pow(2).sum(1) / d.n_tok[:, None]
+        return d.neuron_dot.square().sum(1) / d.n_tok[:, None]
 
 
 @register
@@ -187,7 +191,7 @@ class GradNorm(Criterion):
 
     @staticmethod
     def heads(d):
-        return (d.G.pow(2).sum(-1) * d.m[:, :, None]).sum(1).sqrt()
+        return d.token_sum(d.G.square().sum(-1)).sqrt()
 
     @staticmethod
     def neurons(d):
@@ -222,12 +226,11 @@ class L2Norm(Criterion):
 
     @staticmethod
     def heads(d):
-        return (d.A.pow(2).sum(-1) * d.m[:, :, None]).sum(1).sqrt()
+        return d.token_sum(d.A.square().sum(-1)).sqrt()
 
     @staticmethod
     def neurons(d):
-        P = d.P[0]
-        return (P.pow(2) * d.m.to(P.dtype)[:, :, None]).sum(1).sqrt()
+        return d.token_sum(d.P[0].square()).sqrt()
 
 
 @register
@@ -243,15 +246,13 @@ class Nwot(Criterion):
 
     @staticmethod
     def heads(d):
-        cnt = ((d.A <= 0).to(d.A.dtype).sum(-1) * d.m[:, :, None]).sum(1)
-        return torch.log1p(cnt)
+        return torch.log1p(d.token_sum((d.A <= 0).sum(-1).to(d.A.dtype)))
 
     @staticmethod
     def neurons(d):
         P = d.P[0]
-        m = d.m.to(P.dtype)
-        cnt = ((P <= 0).to(P.dtype) * m[:, :, None]).sum(1)
-        return torch.log((1 + cnt) / (1 + m.sum(1))[:, None])
+        cnt = d.token_sum((P <= 0).to(P.dtype))
+        return torch.log((1 + cnt) / (1 + d.m.to(P.dtype).sum(1))[:, None])
 
 
 # ---- second order ------------------------------------------------------------------------------
@@ -264,8 +265,10 @@ class Grasp(Criterion):
     This is the published GraSP score (Wang et al. 2020) on the gate parameterisation that snip uses.
     The authors' code (flagged "Backward pass below is WRONG" in their own comments) multiplied stored
     gradients that carried no graph, so their second backward did not compute H g.
-    Computed from a double backward through the same forward pass; per example exactly, because each
-    example has its own gates and its loss depends on no other example's gates.
+    H g comes from collect(grasp_hvp=...): a forward difference of the gate gradient (default; one more
+    forward + backward, ReLU pattern held fixed) or a double backward through the same pass (exact).
+    Per example either way, because each example has its own gates and its loss depends on no other
+    example's gates.
     """
     name = "grasp"
     needs_hvp = True
@@ -281,17 +284,9 @@ class Grasp(Criterion):
 
 # ---- gradient-correlation (heads only, as in the authors' code) --------------------------------
 
-def _corr_eigvals(r: torch.Tensor) -> torch.Tensor:
-    """Eigenvalues [H, n] of R R^T for unit rows R [H, n, dh], via the smaller Gram matrix."""
-    H, n, dh = r.shape
-    if n == 0:
-        return r.new_zeros(H, 0)
-    if n <= dh:
-        v = torch.linalg.eigvalsh(r @ r.transpose(1, 2))
-    else:
-        v = torch.linalg.eigvalsh(r.transpose(1, 2) @ r)
-        v = torch.cat([v, v.new_zeros(H, n - dh)], dim=1)
-    return v
+def _jacov_f(v: torch.Tensor) -> torch.Tensor:
+    """jacov's term of one eigenvalue."""
+    return -(torch.log(v + JACOV_K) + 1.0 / (v + JACOV_K))
 
 
 @register
@@ -300,18 +295,73 @@ class Jacov(Criterion):
     G[t, h, :] (np.corrcoef of the rows), eigenvalues v; score -sum(log(|v| + k) + 1/(|v| + k)), k = 1e-5.
 
     The authors pooled every token of every example into one matrix (one static score); here it is
-    per example. Eigenvalues come from the min(n, dh)-sized Gram matrix (the others are exactly 0).
+    per example. For n > dh the non-zero eigenvalues of C = R R^T come from the [dh, dh] Gram matrix R^T R
+    (one batched eigvalsh for the batch; the other n - dh are exactly 0). For n <= dh C itself is used:
+    the Gram matrix's extra near-zero eigenvalues would cost ~1e-6 each through 1/(v + k).
     """
     name = "jacov"
     neurons = None
 
     @staticmethod
     def heads(d):
-        out = []
-        for r, _ in d.grad_rows:
-            v = _corr_eigvals(r).abs()
-            out.append(-(torch.log(v + JACOV_K) + 1.0 / (v + JACOV_K)).sum(-1))
-        return torch.stack(out).to(d.G.dtype)
+        r, keep = d.unit_rows                                             # [B, H, T, dh], [B, T]
+        B, H, _, dh = r.shape
+        n = keep.sum(1)                                                   # [B]
+        out = r.new_zeros(B, H)
+        long = torch.nonzero(n > dh).flatten()
+        if len(long):
+            rl = r if len(long) == B else r[long]
+            gram = rl.transpose(2, 3) @ rl                                # [b, H, dh, dh]
+            v = torch.linalg.eigvalsh(gram).abs()
+            out[long] = _jacov_f(v).sum(-1) + (n[long] - dh).to(v.dtype)[:, None] * _jacov_f(v.new_zeros(()))
+        for b in torch.nonzero((n <= dh) & (n > 0)).flatten().tolist():
+            rows = r[b][:, keep[b]]                                       # [H, n, dh]
+            out[b] = _jacov_f(torch.linalg.eigvalsh(rows @ rows.transpose(1, 2)).abs()).sum(-1)
+        return out.to(d.G.dtype)
+
+
+EPENAS_CHUNK = 2 ** 24  # float64 elements of gathered rows per batched matmul (128 MB)
+
+
+def _class_groups(keep: torch.Tensor, mask: torch.Tensor, input_ids: torch.Tensor):
+    """Kept positions grouped by (example, next token); groups of >= 2 rows only.
+
+    Returns (flat positions b*T+t sorted by group [P], group sizes [G], group starts in it [G], group example [G]).
+    """
+    B = keep.shape[0]
+    ok = torch.zeros_like(keep)
+    ok[:, :-1] = keep[:, :-1] & mask[:, 1:]                              # has a real next token
+    V = int(input_ids.max()) + 1
+    key = torch.arange(B, device=keep.device)[:, None] * V + input_ids.roll(-1, dims=1)   # [B, T]
+    flat = torch.nonzero(ok.flatten()).flatten()
+    k, order = torch.sort(key.flatten()[flat], stable=True)
+    flat = flat[order]
+    groups, size = torch.unique_consecutive(k, return_counts=True)
+    start = size.cumsum(0) - size
+    big = size >= 2
+    return flat, size[big], start[big], groups[big] // V
+
+
+def _group_logsums(r: torch.Tensor, flat, size, start) -> torch.Tensor:
+    """[G, H] sum over the group's row pairs of log(|<r_i, r_j>| + k), rows R [B, H, T, dh]; groups padded
+    to the largest in power-of-two buckets of size, in chunks of at most EPENAS_CHUNK gathered elements."""
+    _, H, T, dh = r.shape
+    out = r.new_zeros(len(size), H)
+    bucket = torch.ceil(torch.log2(size.double())).long()
+    for bk in torch.unique(bucket).tolist():
+        gsel = torch.nonzero(bucket == bk).flatten()
+        M = int(size[gsel].max())
+        step = max(1, EPENAS_CHUNK // (M * H * dh))
+        for c in range(0, len(gsel), step):
+            g = gsel[c:c + step]
+            j = torch.arange(M, device=r.device)
+            valid = j[None, :] < size[g][:, None]                                 # [Gb, M]
+            idx = flat[(start[g][:, None] + j).clamp(max=len(flat) - 1)]          # b*T + t
+            rows = (r[idx // T, :, idx % T] * valid[:, :, None, None]).transpose(1, 2)   # [Gb, H, M, dh]
+            lg = torch.log((rows @ rows.transpose(2, 3)).abs() + EPENAS_K)        # [Gb, H, M, M]
+            pair = valid[:, None, :, None] & valid[:, None, None, :]
+            out[g] = torch.where(pair, lg, 0).sum((2, 3))
+    return out
 
 
 @register
@@ -329,26 +379,15 @@ class EpeNas(Criterion):
 
     @staticmethod
     def heads(d):
-        out = []
-        for b, (r, pos) in enumerate(d.grad_rows):
-            H = r.shape[0]
-            nxt = pos + 1
-            ok = nxt < d.mask.shape[1]
-            ok[ok.clone()] = d.mask[b, nxt[ok]]
-            cls = torch.full_like(pos, -1)
-            cls[ok] = d.input_ids[b, nxt[ok]]
-            s = []
-            for c, cnt in zip(*torch.unique(cls[ok], return_counts=True)):
-                if cnt < 2:
-                    continue
-                rc = r[:, cls == c]                                       # [H, n_c, dh]
-                s.append(torch.log((rc @ rc.transpose(1, 2)).abs() + EPENAS_K).sum((1, 2)))
-            if len(s) < 2:
-                out.append(r.new_zeros(H))
-                continue
-            s = torch.stack(s, 1)                                         # [H, C]
-            out.append((s[:, :, None] - s[:, None, :]).abs().sum((1, 2)))
-        return torch.stack(out).to(d.G.dtype)
+        r, keep = d.unit_rows                                             # [B, H, T, dh], [B, T]
+        B, H = r.shape[:2]
+        flat, size, start, owner = _class_groups(keep, d.mask, d.input_ids)
+        s_all = _group_logsums(r, flat, size, start)                                # [G, H]
+        out = r.new_zeros(B, H)
+        for b in torch.unique(owner).tolist():
+            s = s_all[owner == b].T                                               # [H, C]
+            out[b] = (s[:, :, None] - s[:, None, :]).abs().sum((1, 2))
+        return out.to(d.G.dtype)
 
 
 UNITS = ("heads", "neurons")

@@ -1,4 +1,5 @@
-"""Trace files: per (model, task, k) one `inputs.safetensors` and one `<criterion>.safetensors`.
+"""Trace files: per (model, task, k) one `inputs.safetensors` and one `<criterion>.safetensors`
+(+ `sequence_inputs.safetensors` with the per-token predictor inputs, when collected).
 
 See FORMAT.md. Per-example scores are stored as float16 after an affine map per (example, layer)
 onto [0, 1] (lo / hi kept in float32), so every criterion fits float16 whatever its range
@@ -20,6 +21,8 @@ from .criteria import CRITERIA, is_finite_or_raise
 
 FORMAT_VERSION = 2  # 2: predictor_input.{l} (input of attn_out) replaces attn_out.{l} (its output)
 INPUTS_FILE = "inputs.safetensors"
+SEQUENCE_FILE = "sequence_inputs.safetensors"  # optional; a new file, so FORMAT_VERSION did not change
+FLOAT16_MAX = 65504
 
 
 def ids_digest(ids: list[str]) -> str:
@@ -67,8 +70,10 @@ def write_traces(out_dir, col: Collected, *, model: str, task: str, k: int, seed
     groups = _input_tensors(col)
     for key, x in groups.items():
         is_finite_or_raise(key, "input", x, col.ids)
-        if x.abs().max() > 65504:
+        if x.abs().max() > FLOAT16_MAX:
             raise ValueError(f"predictor input {key} exceeds the float16 range")
+    for l, x in col.seq_inputs.items():
+        _check_sequence(f"predictor_seq.{l}", x, col.seq_offsets, col.ids)
     common = {"format_version": str(FORMAT_VERSION), "model": model, "task": task, "k": str(k), "seed": str(seed),
               "n_examples": str(len(col.ids)), "ids_sha256_16": ids_digest(col.ids)}
     cfg = dict(config or {}, model=model, task=task, k=k, criteria=list(col.heads),
@@ -82,6 +87,11 @@ def write_traces(out_dir, col: Collected, *, model: str, task: str, k: int, seed
                            layer_inputs=bool(col.layer_inputs)))
     write_meta(p, config=cfg, seed=seed, device=device)
     written.append(p)
+    if col.seq_inputs:
+        p = out_dir / SEQUENCE_FILE
+        _save(p, _sequence_tensors(col), dict(common, ids=col.ids, placement_layers=sorted(col.seq_inputs)))
+        write_meta(p, config=cfg, seed=seed, device=device)
+        written.append(p)
     for name, hs in col.heads.items():
         q, lo, hi = quantize(hs)
         t = {"heads": q, "heads_lo": lo, "heads_hi": hi, "heads_mean": hs.mean(0).float()}
@@ -92,7 +102,8 @@ def write_traces(out_dir, col: Collected, *, model: str, task: str, k: int, seed
                 q, lo, hi = quantize(ns)
                 t.update(neurons=q, neurons_lo=lo, neurons_hi=hi)
         p = out_dir / f"{name}.safetensors"
-        _save(p, t, dict(common, criterion=name))
+        hvp = {"grasp_hvp": col.info["grasp_hvp"]} if CRITERIA[name].needs_hvp and col.info.get("grasp_hvp") else {}
+        _save(p, t, dict(common, criterion=name, **hvp))
         write_meta(p, config=cfg, seed=seed, device=device)
         written.append(p)
     return written
@@ -109,6 +120,24 @@ def _input_tensors(col: Collected) -> dict[str, torch.Tensor]:
         out.update({f"predictor_input.{pos}.{l}": x for l, x in pred.items()})
         out.update({f"layer_input.{pos}.{l}": x for l, x in lay.items()})
     return out
+
+
+def _check_sequence(key: str, x: torch.Tensor, offsets: torch.Tensor, ids: list[str]) -> None:
+    """ValueError naming the example (and its token) of the first non-finite or beyond-float16 entry of x [sum T, D]."""
+    bad = ~torch.isfinite(x) | (x.abs() > FLOAT16_MAX)
+    if bad.any():
+        row = int(torch.nonzero(bad.any(1))[0, 0])
+        i = int(torch.searchsorted(offsets, torch.tensor(row), right=True)) - 1
+        what = "NaN or inf" if not torch.isfinite(x[row]).all() else f"a value beyond the float16 range {FLOAT16_MAX}"
+        raise ValueError(f"sequence input {key} has {what} at token {row - int(offsets[i])} of example {ids[i]!r}")
+
+
+def _sequence_tensors(col: Collected) -> dict[str, torch.Tensor]:
+    """The tensors of sequence_inputs.safetensors (see FORMAT.md)."""
+    t = {f"predictor_seq.{l}": x.to(torch.float16) for l, x in col.seq_inputs.items()}
+    t.update(offsets=col.seq_offsets.to(torch.int64), n_context=col.n_context.to(torch.int32),
+             n_tokens=col.n_tokens.to(torch.int32))
+    return t
 
 
 def read_meta(path) -> dict:
@@ -178,9 +207,52 @@ def load_inputs(path) -> dict:
     return out
 
 
+def load_sequence_inputs(path) -> dict:
+    """{'ids', 'offsets' [N+1] int64, 'n_context' [N], 'n_tokens' [N], 'placement_layers',
+    'predictor_seq': {layer: [sum_i n_tokens_i, H*dh] float32}}; example i is rows offsets[i]:offsets[i+1]."""
+    from safetensors.torch import load_file
+
+    md = check_version(path)
+    t = load_file(str(path))
+    if "offsets" not in t:
+        raise ValueError(f"{path}: not a sequence-inputs file (no 'offsets' tensor); expected {SEQUENCE_FILE}")
+    seq = {int(k.split(".")[1]): v.float() for k, v in t.items() if k.startswith("predictor_seq.")}
+    return {"ids": md.get("ids", []), "offsets": t["offsets"], "n_context": t["n_context"], "n_tokens": t["n_tokens"],
+            "placement_layers": sorted(seq), "predictor_seq": seq}
+
+
+def open_sequence_inputs(path) -> dict:
+    """Memory-mapped numpy views of every tensor of a sequence-inputs file (nothing is read until indexed):
+    {name: np.memmap}, e.g. m['predictor_seq.0'][m['offsets'][i]:m['offsets'][i + 1]] is example i [n_i, H*dh]."""
+    import struct
+
+    import numpy as np
+
+    check_version(path)
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    dtypes = {"F16": np.float16, "F32": np.float32, "I64": np.int64, "I32": np.int32}
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        shape = tuple(info["shape"])
+        if end == begin:  # numpy cannot map an empty region
+            out[name] = np.zeros(shape, dtype=dtypes[info["dtype"]])
+            continue
+        out[name] = np.memmap(path, dtype=dtypes[info["dtype"]], mode="r", offset=8 + n + begin, shape=shape)
+    return out
+
+
 def bytes_per_example(L: int, H: int, F: int, d_model: int, criteria=None, neuron_traces="all",
-                      placement_layers=(0,), layer_inputs: bool = False) -> dict:
-    """Bytes per example of the stored format (tensor payload; headers are per file, not per example)."""
+                      placement_layers=(0,), layer_inputs: bool = False, sequence_inputs: bool = False,
+                      mean_tokens: float = 0.0) -> dict:
+    """Bytes per example of the stored format (tensor payload; headers are per file, not per example).
+
+    sequence_inputs: add sequence_inputs.safetensors for examples of `mean_tokens` tokens on average
+    (d_model = H*dh, as in OPT and Llama)."""
     names = list(criteria or CRITERIA)
     head = L * H * 2 + 2 * L * 4
     neuron = L * F * 2 + 2 * L * 4
@@ -195,4 +267,9 @@ def bytes_per_example(L: int, H: int, F: int, d_model: int, criteria=None, neuro
     inputs = positions * len(set([0] + list(placement_layers))) * d_model * 2 + 3 * 4
     if layer_inputs:
         inputs += positions * L * d_model * 2
-    return {"per_criterion": per, "inputs": inputs, "total": sum(per.values()) + inputs}
+    seq = 0.0
+    if sequence_inputs:
+        if mean_tokens <= 0:
+            raise ValueError(f"sequence_inputs needs the mean tokens per example, got mean_tokens={mean_tokens}")
+        seq = len(set([0] + list(placement_layers))) * 2 * mean_tokens * d_model + 8 + 4 + 4
+    return {"per_criterion": per, "inputs": inputs, "sequence_inputs": seq, "total": sum(per.values()) + inputs + seq}
