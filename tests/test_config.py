@@ -35,6 +35,11 @@ CASES = [
     (lambda c: c.pop("run"), ["'run' is a required property"]),
     (lambda c: c.update(run="../escape"), ["config['run'] = '../escape'"]),
     (lambda c: c["masks"].update(placement=6), ["config['masks']['placement'] = 6", "layers 0..5"]),
+    (lambda c: (c["predictors"].update(designs=["fullseq"]), c["importance"].update(sequence_inputs=False)),
+     ["has 'fullseq', which needs importance.sequence_inputs: true"]),
+    (lambda c: c["predictors"].update(neurons={"epochs": 0}), ["config['predictors']['neurons']['epochs'] = 0"]),
+    (lambda c: c["importance"].update(dtype="bfloat16"), ["config['importance']['dtype'] = 'bfloat16'",
+                                                         "grasp_hvp: exact"]),
 ]
 
 

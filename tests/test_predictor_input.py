@@ -52,7 +52,8 @@ def test_traces_masks_and_decoder_read_the_same_tensor(placement):
     model.double()
     torch.testing.assert_close(col.inputs[placement], ref.float(), rtol=1e-5, atol=1e-6)
 
-    pred = Predictor("shadowllm", ad.n_heads * ad.head_dim, ad.n_layers, ad.n_heads, ad.n_neurons, hidden=16,
+    pred = Predictor("shadowllm", ad.n_heads * ad.head_dim, ad.n_layers, ad.n_heads, ad.n_neurons,
+                     hidden_heads=16, hidden_neurons=16,
                      placement=placement).double()
     src = PredictedMasks(pred, sparsity=0.5, style="local")
     with MaskHooks(ad, src), torch.no_grad():
@@ -70,7 +71,8 @@ def test_trained_format_predictor_same_masks_and_logits_in_stock_model_and_decod
     ad = get_adapter(model)
     ids = prompt(B=2, T=7)
     torch.manual_seed(3)
-    pred = Predictor("shadowllm", ad.n_heads * ad.head_dim, ad.n_layers, ad.n_heads, ad.n_neurons, hidden=16,
+    pred = Predictor("shadowllm", ad.n_heads * ad.head_dim, ad.n_layers, ad.n_heads, ad.n_neurons,
+                     hidden_heads=16, hidden_neurons=16,
                      placement=0).double()
     pred.save(tmp_path / "p.safetensors", meta={"model": "tiny", "criterion": "plainact"})
     again, meta = load_predictor(tmp_path / "p.safetensors", expect={"n_layers": ad.n_layers})
@@ -96,7 +98,7 @@ def test_trained_format_predictor_same_masks_and_logits_in_stock_model_and_decod
 
 
 def test_predictor_file_of_another_model_is_refused(tmp_path):
-    pred = Predictor("shadowllm", 8, 3, 2, 16, hidden=4)
+    pred = Predictor("shadowllm", 8, 3, 2, 16, hidden_heads=4, hidden_neurons=4)
     pred.save(tmp_path / "p.safetensors")
     with pytest.raises(ValueError, match="n_layers is 3, expected 6"):
         load_predictor(tmp_path / "p.safetensors", expect={"n_layers": 6})

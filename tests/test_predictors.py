@@ -10,8 +10,13 @@ from scipy.stats import kendalltau, spearmanr
 
 from shadowllm.predictors import load_predictor
 from shadowllm.predictors.designs import DESIGNS, Design, get_design, register
-from shadowllm.predictors.metrics import evaluate_predictions, mean_metric, static_scores
-from shadowllm.predictors.model import minmax
+from shadowllm.predictors.metrics import (
+    evaluate_predictions,
+    mean_metric,
+    static_scores,
+)
+from shadowllm.predictors.model import Predictor, minmax, n_parameters
+from shadowllm.predictors.rows import SeqRows
 from shadowllm.predictors.train import _split, normalise_targets, train_predictor
 
 N, D, L, H, F = 2200, 8, 4, 4, 12
@@ -27,43 +32,55 @@ def _centred(x):
 @pytest.fixture(scope="module")
 def task():
     """Targets = softplus(2 * fixed linear map of the centred, min-max normalised input); dejavu's layer-l input
-    is a fixed random rotation of x, and layer l's targets are the same function of that input."""
+    is a fixed random rotation of x, and layer l's targets are the same function of that input; fullseq's input
+    is a sequence of 2..9 tokens whose per-token min-max normalised mean plays the role of x."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(N, D, generator=g)
     w = torch.randn(L, H + F, D, generator=g)                                   # [L, U, d]
     r = torch.randn(L, D, D, generator=g) / D ** 0.5
     x_layers = torch.einsum("nd,lde->nle", x, r)                                # [N, L, d]
     f = lambda z: torch.nn.functional.softplus(2 * z)                           # monotone
+    n = torch.randint(2, 10, (N,), generator=g)
+    flat = torch.randn(int(n.sum()), D, generator=g)                            # [sum T, d]
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), n.cumsum(0)])
+    pooled = torch.stack([minmax(flat[a:b]).mean(0) for a, b in zip(offsets[:-1], offsets[1:])])
+    pooled = pooled - pooled.mean(-1, keepdim=True)
     return {"shadowllm": (x, f(torch.einsum("nd,lud->nlu", _centred(x), w))),
             "dejavu": (x_layers, f(torch.einsum("nld,lud->nlu", _centred(x_layers), w))),
+            "fullseq": (SeqRows([(flat, offsets, n)]), f(torch.einsum("nd,lud->nlu", pooled, w))),
             "static": (x, f(torch.einsum("nd,lud->nlu", _centred(x), w)))}
+
+
+def _part(x, sl):
+    return x.take(range(len(x))[sl]) if isinstance(x, SeqRows) else x[sl]
 
 
 @pytest.fixture(scope="module")
 def trained(task):
     out = {}
     for name, (x, y) in task.items():
-        model, curve = train_predictor(name, x[:-N_TEST], y[:-N_TEST], n_heads=H, seed=0, **FAST)
+        model, curve = train_predictor(name, _part(x, slice(None, -N_TEST)), y[:-N_TEST], n_heads=H, seed=0,
+                                       **FAST)
         out[name] = (model, curve)
     return out
 
 
 def _held_out_rows(task, trained, name):
     x, y = task[name]
-    pred = DESIGNS[name].predict(trained[name][0], x[-N_TEST:])
+    pred = DESIGNS[name].predict(trained[name][0], _part(x, slice(-N_TEST, None)))
     return evaluate_predictions(pred, y[-N_TEST:], H, sparsities=(0.5,), metrics=("spearman", "recall"))
 
 
-def test_registry_has_the_three_designs_and_rejects_unknown_or_duplicate_names():
-    assert set(DESIGNS) >= {"shadowllm", "dejavu", "static"}
+def test_registry_has_the_four_designs_and_rejects_unknown_or_duplicate_names():
+    assert set(DESIGNS) >= {"shadowllm", "dejavu", "fullseq", "static"}
     assert get_design("static") is DESIGNS["static"]
-    with pytest.raises(ValueError, match="'fullseq' is not one of"):
-        get_design("fullseq")
+    with pytest.raises(ValueError, match="'seq2seq' is not one of"):
+        get_design("seq2seq")
     with pytest.raises(ValueError, match="'dejavu' is already registered"):
         register("dejavu")(type("Again", (Design,), {}))
 
 
-@pytest.mark.parametrize("name", ["shadowllm", "dejavu"])
+@pytest.mark.parametrize("name", ["shadowllm", "dejavu", "fullseq"])
 def test_learned_design_recovers_a_known_ranking_function(task, trained, name):
     rows = _held_out_rows(task, trained, name)
     assert mean_metric(rows, "spearman", scope="model") > 0.95
@@ -76,13 +93,15 @@ def test_learned_design_recovers_a_known_ranking_function(task, trained, name):
 def test_static_design_is_the_mean_of_normalised_training_targets(task, trained):
     x, y = task["static"]
     model, curve = trained["static"]
-    assert len(curve) == 1 and curve[0]["lr"] == 0.0
+    assert [(r["kind"], r["lr"]) for r in curve] == [("heads", 0.0), ("neurons", 0.0)]
     pred = DESIGNS["static"].predict(model, x[:5])                              # [5, L, U]
     assert pred.shape == (5, L, H + F) and torch.equal(pred[0], pred[4])
     assert torch.all(pred[:, 0] == 0)                                           # placement layer 0: unscored
-    # its table is the mean over the (seeded) training split: close to the mean over all training examples
-    full = static_scores(normalise_targets(y[:-N_TEST], "global", 0))
-    assert torch.allclose(pred[0, 1:], full[1:], atol=0.02)
+    # its table is the mean over the (seeded) training split of each kind's normalised targets: close to the
+    # mean over all training examples
+    for sl in (slice(0, H), slice(H, H + F)):
+        full = static_scores(normalise_targets(y[:-N_TEST, :, sl], "global", 0))
+        assert torch.allclose(pred[0, 1:, sl], full[1:], atol=0.02)
 
 
 def test_per_layer_targets_train_and_rank_within_layers(task):
@@ -106,14 +125,15 @@ def test_normalise_targets_per_layer_and_global():
     assert torch.all(glo[:, 2].amax(-1) < 0.2)                                  # layer 3 holds each maximum
 
 
-@pytest.mark.parametrize("name", ["shadowllm", "dejavu"])
+@pytest.mark.parametrize("name", ["shadowllm", "dejavu", "fullseq"])
 def test_saved_and_reloaded_predictor_gives_identical_scores(task, trained, tmp_path, name):
     x, _ = task[name]
+    x = _part(x, slice(-N_TEST, None))
     model = trained[name][0]
     model.save(tmp_path / "p.safetensors", meta={"design": name})
     again, meta = load_predictor(tmp_path / "p.safetensors", expect={"n_layers": L, "n_heads": H, "n_neurons": F})
-    assert meta == {"design": name}
-    assert torch.equal(DESIGNS[name].predict(again, x[-N_TEST:]), DESIGNS[name].predict(model, x[-N_TEST:]))
+    assert meta == {"design": name} and again.config() == model.config()
+    assert torch.equal(DESIGNS[name].predict(again, x), DESIGNS[name].predict(model, x))
 
 
 @pytest.mark.parametrize("name", ["shadowllm", "dejavu"])
@@ -129,7 +149,8 @@ def test_training_is_bit_identical_for_a_seed_and_differs_across_seeds(task, nam
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa) and ca == cb
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
-    assert [r["epoch"] for r in ca] == [0, 1, 2] and ca[0]["lr"] == 3e-3 and ca[2]["lr"] < ca[1]["lr"]
+    assert [(r["kind"], r["epoch"]) for r in ca] == [(k, e) for k in ("heads", "neurons") for e in range(3)]
+    assert ca[0]["lr"] == 3e-3 and ca[2]["lr"] < ca[1]["lr"] and ca[3]["lr"] == 3e-3
     # layers 0..placement are not in the loss: garbage there changes nothing
     y2 = y.clone()
     y2[:, :2] = 1e6
@@ -142,14 +163,17 @@ def test_early_stopping_keeps_the_best_weights(task):
     logged = []
     model, curve = train_predictor("shadowllm", x[:200], y[:200], n_heads=H, hidden=32, epochs=40, lr=0.3,
                                    batch_size=16, patience=2, seed=0, log=logged.append)
-    assert logged == curve and len(curve) < 40
-    best = min(r["val_loss"] for r in curve)
-    assert all(r["val_loss"] > best for r in curve[-2:])
+    assert logged == curve
     _, va = _split(200, 0.1, seed=0)                                            # the split training used
-    yv = normalise_targets(y[va], "per_layer", 0)[:, 1:]
-    with torch.no_grad():
-        got = torch.nn.functional.mse_loss(model(x[va])[:, 1:], yv).item()
-    assert got == pytest.approx(best, rel=1e-5)
+    for kind, sl in (("heads", slice(0, H)), ("neurons", slice(H, H + F))):
+        rows = [r for r in curve if r["kind"] == kind]
+        assert len(rows) < 40, f"{kind} did not stop early"
+        best = min(r["val_loss"] for r in rows)
+        assert all(r["val_loss"] > best for r in rows[-2:])
+        yv = normalise_targets(y[va][..., sl], "per_layer", 0)[:, 1:]       # each kind normalised on its own
+        with torch.no_grad():
+            got = torch.nn.functional.mse_loss(model(x[va], kind=kind)[:, 1:], yv).item()
+        assert got == pytest.approx(best, rel=1e-5), kind
 
 
 # ---------------------------------------------------------------------------------------------- metrics by hand
@@ -217,7 +241,7 @@ def _bad(case):
     kw = {}
     if case == "nan target":
         y[13, 2, 5] = float("nan")
-        return x, y, kw, r"targets Y contains NaN or inf \(first at example 13\)"
+        return x, y, kw, r"targets Y \(neurons\) contains NaN or inf \(first at example 13\)"
     if case == "inf input":
         x[4, 0] = float("inf")
         return x, y, kw, r"inputs X contains NaN or inf \(first at example 4\)"
@@ -228,9 +252,9 @@ def _bad(case):
     if case == "placement":
         return x, y, {"placement": L - 1}, f"placement layer {L - 1} is outside 0..{L - 2}"
     if case == "shape":
-        return x[:19], y, kw, r"inputs X \(19, 8\) and targets Y \(20, 4, 16\)"
+        return x[:19], y, kw, r"inputs X \(19, 8\) and targets Y .* have different example counts"
     if case == "dejavu wants per-layer input":
-        return x, y, {"design": "dejavu"}, r"design 'dejavu' takes inputs \[N, L=4, d\], got shape \(20, 8\)"
+        return x, y, {"design": "dejavu"}, r"design 'dejavu' takes inputs \[N, L=4, d\], got flat rows of shape \(20, 8\)"
     raise AssertionError(case)
 
 
@@ -244,3 +268,101 @@ def test_bad_input_is_refused_before_any_work(case, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=msg):
         train_predictor(design, x, y, n_heads=H, hidden=8, epochs=1, log=logged.append, **kw)
     assert logged == [] and list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------- kinds, rows, sizes
+def test_heads_and_neurons_train_separately_with_their_own_settings(task):
+    x, y = task["shadowllm"]
+    per_kind = {"heads": {"hidden": 24, "epochs": 3, "batch_size": 50}, "neurons": {"hidden": 8, "epochs": 2}}
+    model, curve = train_predictor("shadowllm", x[:300], y[:300], n_heads=H, hidden=16, epochs=9, batch_size=30,
+                                   per_kind=per_kind, seed=0)
+    assert model.hidden == {"heads": 24, "neurons": 8}
+    assert [(r["kind"], r["epoch"]) for r in curve] == [("heads", 0), ("heads", 1), ("heads", 2),
+                                                        ("neurons", 0), ("neurons", 1)]
+    # each kind's network sees only its own targets: scrambling the neuron targets leaves the heads' weights alone
+    y2 = y[:300].clone()
+    y2[..., H:] = torch.rand_like(y2[..., H:])
+    again, _ = train_predictor("shadowllm", x[:300], y2, n_heads=H, hidden=16, epochs=9, batch_size=30,
+                               per_kind=per_kind, seed=0)
+    a, b = model.state_dict(), again.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("nets.heads."))
+    assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("nets.neurons."))
+    with pytest.raises(ValueError, match="neurons epochs 0 must be an integer >= 1"):
+        train_predictor("shadowllm", x[:30], y[:30], n_heads=H, per_kind={"neurons": {"epochs": 0}})
+    with pytest.raises(ValueError, match=r"per-kind settings for \['attention'\]"):
+        train_predictor("shadowllm", x[:30], y[:30], n_heads=H, per_kind={"attention": {"epochs": 1}})
+
+
+def test_training_from_memory_mapped_traces_equals_training_in_memory(task, tmp_path):
+    """Streaming reads the same numbers: the traces' float16 [0, 1] map undone per (example, layer) row."""
+    from safetensors.torch import save_file
+
+    from shadowllm.importance.traces import dequantize, quantize
+    from shadowllm.predictors.rows import ArrayRows, mmap_tensor
+
+    x, y = task["shadowllm"]
+    x, y = x[:240], y[:240]
+    tensors = {"x": x.half()}
+    for kind, sl in (("heads", slice(0, H)), ("neurons", slice(H, H + F))):
+        q, lo, hi = quantize(y[..., sl])
+        tensors.update({kind: q, f"{kind}_lo": lo, f"{kind}_hi": hi})
+    save_file(tensors, str(tmp_path / "t.safetensors"))
+    path = tmp_path / "t.safetensors"
+    X = ArrayRows([mmap_tensor(path, "x")])
+    Y = {k: ArrayRows([mmap_tensor(path, k)], scale=[(mmap_tensor(path, f"{k}_lo"), mmap_tensor(path, f"{k}_hi"))],
+                      kind="scores") for k in ("heads", "neurons")}
+    idx = torch.tensor([7, 3, 200, 3])
+    for k in Y:  # independent reference: the traces' own dequantisation of whole tensors
+        want = dequantize(tensors[k], tensors[f"{k}_lo"], tensors[f"{k}_hi"])[idx]
+        torch.testing.assert_close(Y[k][idx], want, rtol=0, atol=1e-6)
+    kw = {"n_heads": H, "hidden": 16, "epochs": 2, "batch_size": 32, "seed": 3}
+    streamed, c1 = train_predictor("shadowllm", X, Y, **kw)
+    yq = torch.cat([Y["heads"][:], Y["neurons"][:]], -1)
+    held, c2 = train_predictor("shadowllm", x.half().float(), yq, **kw)
+    assert c1 == c2
+    assert all(torch.equal(v, held.state_dict()[k]) for k, v in streamed.state_dict().items())
+    sub = X.take(torch.tensor([5, 1])).take([1])                                # views compose
+    assert torch.equal(sub[0], x.half().float()[1:2])
+
+
+def test_fullseq_attention_ignores_whatever_lies_beyond_each_length():
+    torch.manual_seed(0)
+    pred = Predictor("fullseq", D, L, H, F, hidden_heads=8, hidden_neurons=8).eval()
+    from shadowllm.predictors.model import Packed
+    x = torch.randn(2, 6, D)
+    short = Packed(x.clone(), torch.tensor([4, 6]))
+    garbage = x.clone()
+    garbage[0, 4:] = 1e3                                                          # beyond example 0's length
+    with torch.no_grad():
+        a = pred(short)
+        b = pred(Packed(garbage, torch.tensor([4, 6])))
+        alone = pred(Packed(x[:1, :4], torch.tensor([4])))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(a[:1], alone, rtol=1e-6, atol=1e-6)
+    assert a.shape == (2, L, H + F)
+
+
+@pytest.mark.parametrize("design", ["shadowllm", "dejavu", "fullseq"])
+def test_parameter_count_from_shapes_equals_the_built_network(design):
+    kw = {"hidden_heads": 12, "hidden_neurons": 5, "placement": 1}
+    built = Predictor(design, D, L, H, F, **kw)
+    counted = n_parameters(design, D, L, H, F, **kw)
+    for kind in ("heads", "neurons"):
+        assert counted[kind] == sum(p.numel() for p in built.part(kind)), kind
+    assert sum(counted.values()) == sum(p.numel() for p in built.parameters())
+
+
+def test_metrics_added_chunk_by_chunk_equal_metrics_at_once():
+    from shadowllm.predictors.metrics import MetricAccumulator
+    g = torch.Generator().manual_seed(1)
+    p, t = torch.rand(23, L, H + F, generator=g), torch.rand(23, L, H + F, generator=g)
+    t[4, 2, :H] = 0.5                                                           # a constant row: rho undefined
+    acc = MetricAccumulator(H, sparsities=(0.5,), placement=1)
+    for a in range(0, 23, 10):
+        acc.add(p[a:a + 10], t[a:a + 10])
+    whole = evaluate_predictions(p, t, H, sparsities=(0.5,), placement=1)
+    got = {(r["unit"], r["scope"], r["layer"], r["metric"], r["sparsity"]): r["value"] for r in acc.rows()}
+    assert len(got) == len(whole)
+    for r in whole:
+        assert got[(r["unit"], r["scope"], r["layer"], r["metric"], r["sparsity"])] == pytest.approx(r["value"],
+                                                                                                    rel=1e-12)

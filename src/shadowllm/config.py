@@ -92,6 +92,9 @@ def _task_errors(cfg: dict) -> list[str]:
             if imp["dependence_k"] not in imp["shots"]:
                 msgs.append(f"config['importance']['dependence_k'] = {imp['dependence_k']!r}: expected one of the "
                             f"traced shots {imp['shots']}")
+        if "grasp" in imp["criteria"] and imp["dtype"] != "float32" and imp["grasp_hvp"] == "finite_difference":
+            msgs.append(f"config['importance']['dtype'] = {imp['dtype']!r}: grasp's finite-difference Hessian-vector "
+                        "product needs float32; set importance.grasp_hvp: exact")
         nt = imp["neuron_traces"]
         if isinstance(nt, str) and nt not in ("all", "none"):
             msgs.append(f"config['importance']['neuron_traces'] = {nt!r}: expected 'all', 'none' or a list")
@@ -150,8 +153,11 @@ def _predictor_errors(cfg: dict) -> list[str]:
         if pl not in imp["placement_layers"] and pl != 0:
             msgs.append(f"config['predictors'] placement {pl}: the traces hold predictor inputs at layers "
                         f"{sorted(set([0] + imp['placement_layers']))}; add it to importance.placement_layers")
-    if "dejavu" in pr["designs"] and not imp["layer_inputs"]:
-        msgs.append("config['predictors']['designs'] has 'dejavu', which needs importance.layer_inputs: true")
+    for key in ("designs", "first_criterion_designs"):
+        if "fullseq" in pr[key] and not imp.get("sequence_inputs"):
+            msgs.append(f"config['predictors'][{key!r}] has 'fullseq', which needs importance.sequence_inputs: true")
+        if "dejavu" in pr[key] and not imp["layer_inputs"]:
+            msgs.append(f"config['predictors'][{key!r}] has 'dejavu', which needs importance.layer_inputs: true")
     for k in pr["shots"] or []:
         if k not in imp["shots"]:
             msgs.append(f"config['predictors']['shots'] has {k}: expected traced shots {imp['shots']}")

@@ -276,11 +276,15 @@ PRED_POINT = "criterion={criterion}/design={design}/position={position}/placemen
 
 
 def pred_points():
-    """Every predictor grid point: criteria x designs x positions at the placement, plus the placement sweep."""
+    """Every predictor grid point: criteria x designs x positions at the placement, the first criterion's extra
+    designs, plus the placement sweep."""
     if not PR:
         return []
     pts = [dict(criterion=c, design=d, position=p, placement=PR["placement"], normalize=PR["normalize"])
            for c in PR["criteria"] for d in PR["designs"] for p in PR["positions"]]
+    pts += [dict(criterion=PR["criteria"][0], design=d, position=p, placement=PR["placement"],
+                 normalize=PR["normalize"])
+            for d in PR["first_criterion_designs"] if d not in PR["designs"] for p in PR["positions"]]
     pts += [dict(criterion=PR["criteria"][0], design=d, position="context", placement=pl, normalize=PR["normalize"])
             for pl in PR["placement_sweep"] for d in ("shadowllm", "static") if d in PR["designs"]]
     return pts
@@ -297,11 +301,15 @@ def pred_traces(wildcards):
 
 
 def pred_trace_files(wildcards):
-    return [f"{d}/{n}" for d in pred_traces(wildcards) for n in ("inputs.safetensors",
-                                                                  f"{wildcards.criterion}.safetensors")]
+    names = ["inputs.safetensors", f"{wildcards.criterion}.safetensors"]
+    if wildcards.design == "fullseq":
+        names.append("sequence_inputs.safetensors")
+    return [f"{d}/{n}" for d in pred_traces(wildcards) for n in names]
 
 
 def pred_flags():
-    keys = ("hidden", "epochs", "lr", "weight_decay", "batch_size", "val_fraction", "patience", "held_out")
-    flags = " ".join(f"--{k.replace('_', '-')} {PR[k]}" for k in keys)
-    return flags + " --sparsities " + " ".join(str(s) for s in PR["sparsities"])
+    keys = ("lr", "weight_decay", "val_fraction", "patience", "held_out")
+    flags = [f"--{k.replace('_', '-')} {PR[k]}" for k in keys]
+    flags += [f"--{s.replace('_', '-')}-{kind} {PR[kind][s]}" for kind in ("heads", "neurons")
+              for s in ("hidden", "epochs", "batch_size")]
+    return " ".join(flags) + " --sparsities " + " ".join(str(s) for s in PR["sparsities"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from . import pyplot, save
 
-DESIGN_COLOURS = {"shadowllm": "tab:blue", "dejavu": "tab:red", "static": "tab:gray"}
+DESIGN_COLOURS = {"shadowllm": "tab:blue", "dejavu": "tab:red", "fullseq": "tab:green", "static": "tab:gray"}
 
 
 def layer_mean(df, metric: str, sparsity=None):

@@ -1,34 +1,67 @@
-"""Training sets for predictors, read from importance traces: inputs X and per-example target scores Y."""
+"""Training sets for predictors, read from importance traces on demand: inputs X and per-example target scores Y."""
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..importance.criteria import get_criteria, supports
-from ..importance.traces import INPUTS_FILE, POSITIONS, check_version, load_inputs, load_scores
+from ..importance.traces import INPUTS_FILE, POSITIONS, check_version
+from .rows import ArrayRows, Rows, SeqRows, StackRows, mmap_tensor, safetensors_header
 
 
 @dataclass
 class TraceSet:
     ids: list[str]
-    X: torch.Tensor         # shadowllm: [N, d_in] at the placement layer; dejavu: [N, L, d] every layer's input
-    Y: torch.Tensor         # [N, L, H + F] (heads first; [N, L, H] for head-only criteria)
+    X: Rows                 # shadowllm [N, d_in] at the placement layer; dejavu [N, L, d]; fullseq per-token
+    Y: dict[str, Rows]      # {"heads": [N, L, H], "neurons": [N, L, F]} (no "neurons" for head-only criteria)
     n_heads: int
     n_neurons: int          # 0 for head-only criteria
     model: str
 
 
-def load_trace_set(folders, criterion: str, position: str, placement: int, per_layer: bool) -> TraceSet:
-    """Pool trace folders (one per task / k) of ONE model into a training set; refuses mixed models, other format
-    versions, a placement the traces do not hold, and criterion files that do not match their inputs."""
+def _scores(path: Path, unit: str) -> tuple:
+    """(memory-mapped [0, 1] scores [n, L, U], (lo, hi) [n, L]) of one criterion file (see FORMAT.md)."""
+    q = mmap_tensor(path, unit)
+    return q, (mmap_tensor(path, f"{unit}_lo"), mmap_tensor(path, f"{unit}_hi"))
+
+
+def _seq_part(folder: Path, md_in: dict, placement: int, position: str) -> tuple:
+    """(flat per-token inputs, offsets, lengths) of one folder's sequence inputs at `placement`."""
+    from ..importance.traces import SEQUENCE_FILE
+
+    path = folder / SEQUENCE_FILE
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist: the fullseq design needs per-token inputs (collect the traces "
+                         "with importance.sequence_inputs: true)")
+    md = check_version(path)
+    if md["model"] != md_in["model"] or md["ids_sha256_16"] != md_in["ids_sha256_16"]:
+        raise ValueError(f"{path}: its model or examples are not those of {folder / INPUTS_FILE}")
+    try:
+        flat = mmap_tensor(path, f"predictor_seq.{placement}")
+    except KeyError:
+        raise ValueError(f"{path}: no per-token inputs at placement layer {placement}; it holds layers "
+                         f"{md.get('placement_layers')}") from None
+    lengths = mmap_tensor(path, "n_context" if position == "context" else "n_tokens")
+    return flat, np.asarray(mmap_tensor(path, "offsets")), np.asarray(lengths)
+
+
+def load_trace_set(folders, criterion: str, position: str, placement: int, inputs: str = "flat") -> TraceSet:
+    """Pool trace folders (one per task / k) of ONE model into a training set, read on demand; refuses mixed
+    models, other format versions, a placement the traces do not hold, and criterion files that do not match
+    their inputs. inputs: "flat" (the placement layer's predictor input), "layers" (every layer's input, for
+    dejavu) or "seq" (the placement layer's input at every token, for fullseq)."""
     if position not in POSITIONS:
         raise ValueError(f"input position {position!r} is not one of {POSITIONS}")
+    if inputs not in ("flat", "layers", "seq"):
+        raise ValueError(f"inputs {inputs!r} is not one of ('flat', 'layers', 'seq')")
     if not folders:
         raise ValueError("no trace folders given")
-    ids, xs, ys, model, H, F = [], [], [], None, None, 0
+    kinds = ("heads", "neurons") if supports(get_criteria([criterion])[0], "neurons") else ("heads",)
+    ids, xs, ys, model = [], [], {k: [] for k in kinds}, None
     for folder in folders:
         folder = Path(folder)
         inp_path, crit_path = folder / INPUTS_FILE, folder / f"{criterion}.safetensors"
@@ -40,28 +73,41 @@ def load_trace_set(folders, criterion: str, position: str, placement: int, per_l
                 raise ValueError(f"{p}: traces of model {md['model']!r}, expected {model!r} (one model per set)")
         if md_in["ids_sha256_16"] != md_c["ids_sha256_16"]:
             raise ValueError(f"{crit_path}: its examples are not those of {inp_path} (ids digest differs)")
-        inp = load_inputs(inp_path)
-        if per_layer:
-            lay = inp["layer_input"][position]
+        names = set(safetensors_header(inp_path)[1])
+        if inputs == "layers":
+            lay = sorted(int(n.split(".")[2]) for n in names if n.startswith(f"layer_input.{position}."))
             if not lay:
                 raise ValueError(f"{inp_path}: no layer inputs (collect with --layer-inputs for DejaVu)")
-            xs.append(torch.stack([lay[l] for l in sorted(lay)], 1))
+            xs.append([mmap_tensor(inp_path, f"layer_input.{position}.{l}") for l in lay])
+        elif inputs == "seq":
+            xs.append(_seq_part(folder, md_in, placement, position))
         else:
-            pin = inp["predictor_input"][position]
-            if placement not in pin:
+            name = f"predictor_input.{position}.{placement}"
+            if name not in names:
+                held = sorted(int(n.split(".")[2]) for n in names if n.startswith(f"predictor_input.{position}."))
                 raise ValueError(f"{inp_path}: no predictor input at placement layer {placement}; the traces hold "
-                                 f"layers {sorted(pin)}")
-            xs.append(pin[placement])
-        heads = load_scores(crit_path, "heads")
-        # head-only criteria have no neuron scores; for the others a missing neuron trace is an error (load_scores)
-        neurons = load_scores(crit_path, "neurons") if supports(get_criteria([criterion])[0], "neurons") else None
-        if not 0 <= placement < heads.shape[1]:
-            raise ValueError(f"placement layer {placement} is outside the model's layers 0..{heads.shape[1] - 1}")
-        H = heads.shape[2]
-        F = 0 if neurons is None else neurons.shape[2]
-        ys.append(heads if neurons is None else torch.cat([heads, neurons], 2))
-        ids += [f"{folder.parent.name}/{i}" for i in inp["ids"]]  # task/example: the same example at every k
-    return TraceSet(ids, torch.cat(xs), torch.cat(ys), H, F, model)
+                                 f"layers {held}")
+            xs.append(mmap_tensor(inp_path, name))
+        crit_names = set(safetensors_header(crit_path)[1])
+        for k in kinds:
+            if k not in crit_names:  # neuron scores not kept for this criterion
+                raise ValueError(f"{crit_path}: no per-example {k} scores stored (not kept; see neuron_traces)")
+            ys[k].append(_scores(crit_path, k))
+        L = ys["heads"][-1][0].shape[1]
+        if not 0 <= placement < L:
+            raise ValueError(f"placement layer {placement} is outside the model's layers 0..{L - 1}")
+        ids += [f"{folder.parent.name}/{i}" for i in md_in.get("ids", [])]  # task/example: the same at every k
+    if inputs == "layers":
+        if len({len(x) for x in xs}) != 1:
+            raise ValueError("trace folders hold layer inputs for different numbers of layers")
+        X = StackRows([ArrayRows([x[l] for x in xs]) for l in range(len(xs[0]))])
+    elif inputs == "seq":
+        X = SeqRows(xs)
+    else:
+        X = ArrayRows(xs)
+    Y = {k: ArrayRows([q for q, _ in parts], scale=[s for _, s in parts], kind="scores") for k, parts in ys.items()}
+    F = Y["neurons"].shape[2] if "neurons" in Y else 0
+    return TraceSet(ids, X, Y, Y["heads"].shape[2], F, model)
 
 
 def held_out(ids: list[str], fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

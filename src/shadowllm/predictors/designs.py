@@ -1,21 +1,24 @@
 """Predictor designs, registered by name (like lm-eval's task registry): how each builds its model and scores inputs.
 
-shadowllm: one network on the placement layer's input,   x [N, d]        -> scores [N, L, U].
-dejavu:    one network per layer l > placement,          x [N, L, d]     -> scores [N, L, U] (x[:, l] feeds layer l).
+shadowllm: one network on the placement layer's input,          x [N, d]           -> scores [N, L, U].
+dejavu:    one network per layer l > placement,                 x [N, L, d]        -> scores [N, L, U] (x[:, l] feeds l).
+fullseq:   attention over the placement layer's input at every token, x [N, T_i, d] -> scores [N, L, U].
 static:    no network: the calibration mean of the training targets, one ranking for every input (the baseline).
 
-U = H + F, heads first, then neurons. Rows of layers 0..placement are never pruned; their scores are unused
-(dejavu and static leave them 0). Add a design with `@register("name")` on a `Design` subclass.
+U = H + F, heads first, then neurons; each kind has its own network, trained on its own. Rows of layers
+0..placement are never pruned; their scores are unused (dejavu and static leave them 0). Add a design with
+`@register("name")` on a `Design` subclass.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import torch
-import torch.nn as nn
+from torch import nn
 
-from .metrics import static_scores
-from .model import Predictor
+from .model import KINDS, Predictor
+from .rows import Rows, as_rows
 
 DESIGNS: dict[str, Design] = {}
 
@@ -41,34 +44,45 @@ def get_design(name: str | Design) -> Design:
     return DESIGNS[name]
 
 
+_WANT = {"flat": "[N, d]", "layers": "[N, L={L}, d]", "seq": "per-token sequences [N, T_i, d]"}
+
+
 class Design:
-    """How one design builds its model and turns a batch of inputs into scores [N, L, U]."""
+    """How one design builds its model and turns a batch of inputs into scores [B, L, U]."""
 
     name = ""
     trainable = True    # False: `calibrate` sets the model from the targets, no gradient steps
-    input_rank = 2      # 2: x [N, d]; 3: per-layer x [N, L, d]
+    input_kind = "flat"  # "flat" x [N, d]; "layers" per-layer x [N, L, d]; "seq" per-token x [N, T_i, d]
 
-    def build(self, d_in: int, n_layers: int, n_heads: int, n_neurons: int, hidden: int = 1024,
-              placement: int = 0) -> nn.Module:
-        raise NotImplementedError
+    def build(self, d_in: int, n_layers: int, n_heads: int, n_neurons: int, hidden_heads: int = 2048,
+              hidden_neurons: int = 1024, placement: int = 0) -> nn.Module:
+        return Predictor(self.name, d_in, n_layers, n_heads, n_neurons, hidden_heads=hidden_heads,
+                         hidden_neurons=hidden_neurons, placement=placement)
 
-    def scores(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Differentiable scores [B, L, U] for one batch (training uses this)."""
-        raise NotImplementedError
+    def scores(self, model: nn.Module, x, kind: str | None = None) -> torch.Tensor:
+        """Differentiable scores [B, L, U] for one batch (U: one kind's units when `kind` is given)."""
+        return model(x, kind=kind)
 
-    def calibrate(self, model: nn.Module, y_train: torch.Tensor) -> None:
-        """Non-trainable designs: set the model from normalised training targets [N, L, U]."""
+    def calibrate(self, model: nn.Module, kind: str, mean_target: torch.Tensor) -> None:
+        """Non-trainable designs: set `kind`'s scores from the mean normalised training target [L, U_kind]."""
 
-    def input_dim(self, x: torch.Tensor, n_layers: int) -> int:
-        """d_in of inputs `x`; the shape error names the shape this design expects."""
-        want = "[N, d]" if self.input_rank == 2 else f"[N, L={n_layers}, d]"
-        if x.dim() != self.input_rank or (self.input_rank == 3 and x.shape[1] != n_layers):
-            raise ValueError(f"design {self.name!r} takes inputs {want}, got shape {tuple(x.shape)}")
-        return int(x.shape[-1])
+    def parameters(self, model: nn.Module, kind: str) -> list:
+        """The parameters trained for `kind`."""
+        return model.part(kind)
+
+    def input_dim(self, x: Rows, n_layers: int) -> int:
+        """d_in of inputs `x`; the error names the shape this design expects."""
+        shape = tuple(x.shape)
+        ok = x.kind == self.input_kind and (self.input_kind != "layers" or shape[1] == n_layers)
+        if not ok:
+            want = _WANT[self.input_kind].format(L=n_layers)
+            raise ValueError(f"design {self.name!r} takes inputs {want}, got {x.kind} rows of shape {shape}")
+        return int(shape[-1])
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    def predict(self, model: nn.Module, x, batch_size: int = 256) -> torch.Tensor:
         """Scores [N, L, U] on CPU in float32, computed in batches of `batch_size` inputs."""
+        x = as_rows(x) if not isinstance(x, Rows) else x
         was = model.training
         model.eval()
         dev = next(iter(model.buffers()), next(iter(model.parameters()), None)).device
@@ -81,42 +95,78 @@ class Design:
 class ShadowLLM(Design):
     """One predictor for all layers, so masks for every later layer are known after the placement layer."""
 
-    def build(self, d_in, n_layers, n_heads, n_neurons, hidden=1024, placement=0):
-        return Predictor("shadowllm", d_in, n_layers, n_heads, n_neurons, hidden=hidden, placement=placement)
 
-    def scores(self, model, x):
-        return model(x.float())                                                  # [B, L, U]
+@register("fullseq")
+class FullSeq(Design):
+    """The paper's full-sequence predictor: attention over every token of the placement layer's input (it reads
+    the whole sequence, so it can only choose one mask per sequence, not per token)."""
+
+    input_kind = "seq"
 
 
 @register("dejavu")
 class DejaVu(Design):
     """One predictor per layer on that layer's own input (DejaVu's lookahead predictors)."""
 
-    input_rank = 3
+    input_kind = "layers"
 
-    def build(self, d_in, n_layers, n_heads, n_neurons, hidden=1024, placement=0):
-        return Predictor("dejavu", d_in, n_layers, n_heads, n_neurons, hidden=hidden, placement=placement)
-
-    def scores(self, model, x):
+    def scores(self, model, x, kind=None):
         x = x.float()                                                            # [B, L, d]
-        B, first, U = x.shape[0], model.placement + 1, model.H + model.F
-        rows = [model(x[:, l], layer=l) for l in range(first, model.L)]          # each [B, U]
+        B, first = x.shape[0], model.placement + 1
+        U = model.units[kind] if kind else model.H + model.F
+        rows = [model(x[:, l], layer=l, kind=kind) for l in range(first, model.L)]   # each [B, U]
         dense = x.new_zeros(B, first, U)
         return torch.cat([dense, torch.stack(rows, 1)], 1) if rows else dense    # [B, L, U]
 
 
 class StaticScores(nn.Module):
-    """The static design's 'model': a fixed score table [L, U] that ignores its input."""
+    """The static design's 'model': a fixed score table [L, H+F] that ignores its input."""
 
-    def __init__(self, n_layers: int, n_units: int, placement: int = 0):
+    def __init__(self, n_layers: int, n_heads: int, n_neurons: int, placement: int = 0):
         super().__init__()
         if not 0 <= placement < n_layers:
             raise ValueError(f"placement layer {placement!r} is outside the model's layers 0..{n_layers - 1}")
-        self.L, self.U, self.placement = n_layers, n_units, placement
-        self.register_buffer("table", torch.zeros(n_layers, n_units))
+        self.L, self.H, self.F, self.placement = n_layers, n_heads, n_neurons, placement
+        self.units = {"heads": n_heads, "neurons": n_neurons}
+        self.register_buffer("table", torch.zeros(n_layers, n_heads + n_neurons))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.table.expand(x.shape[0], self.L, self.U)                      # [B, L, U], no copy
+    @property
+    def kinds(self) -> list[str]:
+        return [k for k in KINDS if self.units[k] > 0]
+
+    def cols(self, kind: str | None) -> slice:
+        return slice(0, self.H + self.F) if kind is None else \
+            (slice(0, self.H) if kind == "heads" else slice(self.H, self.H + self.F))
+
+    def forward(self, x, kind: str | None = None) -> torch.Tensor:
+        t = self.table[:, self.cols(kind)]
+        return t.expand(len(x), *t.shape)                                         # [B, L, U], no copy
+
+    def save(self, path, meta: dict | None = None) -> None:
+        """The table as safetensors, with its shape and `meta` as metadata."""
+        from safetensors.torch import save_file
+
+        from ..io import atomic_path
+
+        md = {"format_version": "2", "meta": json.dumps(meta or {}),
+              "config": json.dumps({"design": "static", "n_layers": self.L, "n_heads": self.H,
+                                    "n_neurons": self.F, "placement": self.placement})}
+        with atomic_path(path, suffix=".safetensors") as tmp:
+            save_file({"table": self.table.contiguous().cpu()}, str(tmp), metadata=md)
+
+
+def load_static_table(path) -> tuple[StaticScores, dict]:
+    """(static table, meta) saved by `StaticScores.save`."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        md, table = f.metadata() or {}, f.get_tensor("table")
+    cfg = json.loads(md.get("config", "{}"))
+    if cfg.pop("design", None) != "static":
+        raise ValueError(f"{path}: not a static score table")
+    model = StaticScores(**cfg)
+    model.table.copy_(table)
+    return model, json.loads(md.get("meta", "{}"))
 
 
 @register("static")
@@ -126,17 +176,18 @@ class Static(Design):
     trainable = False
 
     def input_dim(self, x, n_layers):
-        if x.dim() < 1:
-            raise ValueError(f"design 'static' takes inputs with examples first [N, ...], got shape {tuple(x.shape)}")
-        return int(x[0].numel())
+        return int(x.shape[-1])
 
-    def build(self, d_in, n_layers, n_heads, n_neurons, hidden=1024, placement=0):
-        return StaticScores(n_layers, n_heads + n_neurons, placement)
+    def build(self, d_in, n_layers, n_heads, n_neurons, hidden_heads=2048, hidden_neurons=1024, placement=0):
+        return StaticScores(n_layers, n_heads, n_neurons, placement)
 
-    def scores(self, model, x):
-        return model(x)
+    def scores(self, model, x, kind=None):
+        return model(x, kind=kind)
 
-    def calibrate(self, model, y_train):
-        table = static_scores(y_train)                                           # [L, U]
+    def parameters(self, model, kind):
+        return []
+
+    def calibrate(self, model, kind, mean_target):
+        table = mean_target.clone()
         table[: model.placement + 1] = 0.0
-        model.table.copy_(table)
+        model.table[:, model.cols(kind)] = table

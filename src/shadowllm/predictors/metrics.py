@@ -84,20 +84,76 @@ def _chunked(fn, pred: torch.Tensor, true: torch.Tensor, elems: int = 1 << 22) -
     return torch.cat([fn(pred[i:i + step], true[i:i + step]) for i in range(0, len(pred), step)])
 
 
-def _rows(unit, scope, layer, pred, true, sparsities, metrics) -> list[dict]:
-    """Rows for one unit kind and scope; pred/true [N, L', U] (L' = 1 for one layer)."""
+def _values(unit, scope, layer, pred, true, sparsities, metrics) -> list[tuple[tuple, torch.Tensor]]:
+    """Per-example values [N] for one unit kind and scope, keyed (unit, scope, layer, metric, sparsity);
+    pred/true [N, L', U] (L' = 1 for one layer)."""
     flat_p, flat_t = pred.flatten(1), true.flatten(1)                            # [N, L'*U]
     out = []
-    base = {"unit": unit, "scope": scope, "layer": layer}
     for name, fn in (("spearman", spearman), ("kendall", kendall)):
         if name in metrics:
-            # an example whose true or predicted scores are all equal has no rank correlation: it is left out
-            value = _chunked(fn, flat_p, flat_t).nanmean().item()
-            out.append({**base, "metric": name, "sparsity": None, "value": value})
+            out.append(((unit, scope, layer, name, None), _chunked(fn, flat_p, flat_t)))
     if "recall" in metrics:
-        out += [{**base, "metric": "recall", "sparsity": s, "value": recall(pred, true, s).mean().item()}
-                for s in sparsities]
+        out += [((unit, scope, layer, "recall", s), recall(pred, true, s)) for s in sparsities]
     return out
+
+
+class MetricAccumulator:
+    """Metrics over examples added chunk by chunk (so a big model's held-out set need not fit in memory);
+    `rows()` gives the same rows as `evaluate_predictions` on all chunks at once."""
+
+    def __init__(self, H: int, sparsities=(0.5,), placement: int = 0, metrics=METRICS):
+        bad = [m for m in metrics if m not in METRICS]
+        if bad:
+            raise ValueError(f"metrics {bad} are not among {METRICS}")
+        self.H, self.sparsities, self.placement, self.metrics = H, tuple(sparsities), placement, metrics
+        self.values: dict[tuple, list[torch.Tensor]] = {}
+        self.n = 0
+
+    def add(self, pred_scores: torch.Tensor, true_scores: torch.Tensor) -> None:
+        """Score one chunk: pred_scores, true_scores [N, L, U], U = H + F (heads first)."""
+        p, t = torch.as_tensor(pred_scores), torch.as_tensor(true_scores)
+        if p.shape != t.shape or p.dim() != 3:
+            raise ValueError(f"pred_scores {tuple(p.shape)} and true_scores {tuple(t.shape)} must both be [N, L, U]")
+        N, L, U = t.shape
+        H, placement = self.H, self.placement
+        if N == 0:
+            raise ValueError(f"no example to evaluate (shape {tuple(t.shape)})")
+        if not 0 <= H <= U:
+            raise ValueError(f"H={H!r} heads does not fit U={U} units per layer (expected 0..{U})")
+        if not 0 <= placement < L - 1:
+            raise ValueError(f"placement layer {placement!r} leaves no layer to score (expected 0..{L - 2})")
+        for s in self.sparsities:
+            for n in {H, U - H} - {0}:
+                keep_count(s, n)
+        for name, x in (("pred_scores", p), ("true_scores", t)):
+            if not torch.isfinite(x).all():
+                i = int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0])
+                raise ValueError(f"{name} contains NaN or inf (first at example {self.n + i})")
+        first = placement + 1
+        for unit, sl in (("heads", slice(0, H)), ("neurons", slice(H, U))):
+            pu, tu = p[:, first:, sl].double(), t[:, first:, sl].double()          # [N, L', U_kind]
+            if pu.shape[-1] == 0:
+                continue
+            got = _values(unit, "model", -1, pu, tu, self.sparsities, self.metrics)
+            for l in range(first, L):
+                i = l - first
+                got += _values(unit, "layer", l, pu[:, i:i + 1], tu[:, i:i + 1], self.sparsities, self.metrics)
+            for key, v in got:
+                self.values.setdefault(key, []).append(v)
+        self.n += N
+
+    def rows(self) -> list[dict]:
+        """Rows {unit, scope, layer, metric, sparsity, value}: means over examples; an example whose true or
+        predicted scores are all equal has no rank correlation and is left out of the rank means."""
+        if not self.n:
+            raise ValueError("no example to evaluate")
+        out = []
+        for (unit, scope, layer, metric, sp), vs in self.values.items():
+            v = torch.cat(vs)
+            value = (v.nanmean() if metric != "recall" else v.mean()).item()
+            out.append({"unit": unit, "scope": scope, "layer": layer, "metric": metric, "sparsity": sp,
+                        "value": value})
+        return out
 
 
 def evaluate_predictions(pred_scores: torch.Tensor, true_scores: torch.Tensor, H: int, sparsities=(0.5,),
@@ -105,39 +161,10 @@ def evaluate_predictions(pred_scores: torch.Tensor, true_scores: torch.Tensor, H
     """Rows {unit, scope ('model'|'layer'), layer (-1 for model), metric, sparsity (recall only), value}.
 
     pred_scores, true_scores: [N, L, U], U = H + F (heads first). Layers 0..placement are not scored.
-    A mean over examples is NaN when some example's prediction or truth is constant (rho undefined).
     """
-    p, t = torch.as_tensor(pred_scores), torch.as_tensor(true_scores)
-    if p.shape != t.shape or p.dim() != 3:
-        raise ValueError(f"pred_scores {tuple(p.shape)} and true_scores {tuple(t.shape)} must both be [N, L, U]")
-    N, L, U = t.shape
-    if N == 0:
-        raise ValueError(f"no example to evaluate (shape {tuple(t.shape)})")
-    if not 0 <= H <= U:
-        raise ValueError(f"H={H!r} heads does not fit U={U} units per layer (expected 0..{U})")
-    if not 0 <= placement < L - 1:
-        raise ValueError(f"placement layer {placement!r} leaves no layer to score (expected 0..{L - 2})")
-    bad = [m for m in metrics if m not in METRICS]
-    if bad:
-        raise ValueError(f"metrics {bad} are not among {METRICS}")
-    for s in sparsities:
-        for n in {H, U - H} - {0}:
-            keep_count(s, n)
-    for name, x in (("pred_scores", p), ("true_scores", t)):
-        if not torch.isfinite(x).all():
-            i = int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0])
-            raise ValueError(f"{name} contains NaN or inf (first at example {i})")
-    rows = []
-    first = placement + 1
-    for unit, sl in (("heads", slice(0, H)), ("neurons", slice(H, U))):
-        pu, tu = p[:, first:, sl].double(), t[:, first:, sl].double()          # [N, L', U_kind]
-        if pu.shape[-1] == 0:
-            continue
-        rows += _rows(unit, "model", -1, pu, tu, sparsities, metrics)
-        for l in range(first, L):
-            i = l - first
-            rows += _rows(unit, "layer", l, pu[:, i:i + 1], tu[:, i:i + 1], sparsities, metrics)
-    return rows
+    acc = MetricAccumulator(H, sparsities, placement, metrics)
+    acc.add(pred_scores, true_scores)
+    return acc.rows()
 
 
 def mean_metric(rows: list[dict], metric: str = "spearman", unit: str | None = None, scope: str = "model",

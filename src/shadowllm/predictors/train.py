@@ -1,9 +1,11 @@
 """Train a predictor on importance traces: MSE to min-max normalised targets, AdamW with a cosine schedule,
-early stopping on a held-out split, best weights kept.
+early stopping on a held-out split, best weights kept. Heads and neurons are trained one after the other, each
+with its own width, epochs and batch size (the paper: heads 2048 / 100 / 32, neurons 1024 / 20 / 16).
 
-Targets Y [N, L, U] are normalised per batch as they stream in (no full copy per step):
-  per_layer (the paper's "b1eL"): min-max per (example, layer) over the layer's U units;
-  global    (the paper's "b1e"):  min-max per example over all units of the layers the loss counts.
+Targets stream in by batch (`Rows`), so no step holds a big model's traces in memory; they are normalised per kind
+as they arrive:
+  per_layer (the paper's "b1eL"): min-max per (example, layer) over the layer's units of that kind;
+  global    (the paper's "b1e"):  min-max per example over all units of that kind in the layers the loss counts.
 Only layers > placement count in the loss; layers 0..placement are never pruned.
 Deterministic for a seed on one machine: seeded split, shuffling and initialisation, no global RNG touched.
 """
@@ -13,11 +15,15 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from .designs import Design, get_design
+from .model import KINDS, Packed
+from .rows import ArrayRows, Rows, as_rows
 
 NORMALIZE = ("per_layer", "global")
+HYPER = ("hidden", "epochs", "batch_size")
+CHUNK = 256  # examples per streamed chunk in checks and statistics
 
 
 def normalise_targets(y: torch.Tensor, mode: str, placement: int, eps: float = 1e-12) -> torch.Tensor:
@@ -32,10 +38,38 @@ def normalise_targets(y: torch.Tensor, mode: str, placement: int, eps: float = 1
     return out
 
 
-def _first_bad(name: str, t: torch.Tensor) -> None:
-    """Raise naming `name` and the first example holding NaN or inf."""
-    for i in range(0, len(t), 1024):
-        bad = (~torch.isfinite(t[i:i + 1024])).flatten(1).any(1)
+def split_targets(Y, n_heads: int | None) -> dict[str, Rows]:
+    """{kind: Rows [N, L, U_kind]} from a tensor [N, L, H+F] (heads first) or such a dict itself."""
+    if isinstance(Y, dict):
+        bad = set(Y) - set(KINDS)
+        if bad:
+            raise ValueError(f"target kinds {sorted(bad)} are not among {KINDS}")
+        return {k: as_scores(v) for k, v in Y.items() if v is not None}
+    Y = torch.as_tensor(Y)
+    if Y.dim() != 3:
+        raise ValueError(f"targets Y must be [N, L, U], got shape {tuple(Y.shape)}")
+    H = Y.shape[2] if n_heads is None else n_heads
+    if not 0 <= H <= Y.shape[2]:
+        raise ValueError(f"n_heads {n_heads!r} does not fit U={Y.shape[2]} units per layer (expected 0..{Y.shape[2]})")
+    parts = {"heads": Y[..., :H], "neurons": Y[..., H:]}
+    return {k: as_scores(v) for k, v in parts.items() if v.shape[2] > 0}
+
+
+def as_scores(y) -> Rows:
+    if isinstance(y, Rows):
+        return y
+    y = torch.as_tensor(y).float().contiguous()
+    if y.dim() != 3:
+        raise ValueError(f"targets must be [N, L, U], got shape {tuple(y.shape)}")
+    return ArrayRows([y], kind="scores")
+
+
+def _first_bad(name: str, rows: Rows) -> None:
+    """Raise naming `name` and the first example holding NaN or inf (read in chunks)."""
+    for i in range(0, len(rows), CHUNK):
+        t = rows[i:i + CHUNK]
+        t = t.x if isinstance(t, Packed) else t
+        bad = (~torch.isfinite(t)).flatten(1).any(1)
         if bad.any():
             j = i + int(bad.nonzero()[0])
             raise ValueError(f"{name} contains NaN or inf (first at example {j}); expected finite values")
@@ -53,30 +87,49 @@ def _split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
-def _check(design: Design, X: torch.Tensor, Y: torch.Tensor, placement: int, n_heads: int | None,
-           normalize_targets: str) -> int:
+def kind_settings(hidden: int, epochs: int, batch_size: int, per_kind: dict | None) -> dict[str, dict]:
+    """{kind: {hidden, epochs, batch_size}}: the shared values, overridden per kind by `per_kind`."""
+    out = {}
+    for kind in KINDS:
+        hp = {"hidden": hidden, "epochs": epochs, "batch_size": batch_size, **((per_kind or {}).get(kind) or {})}
+        bad = set(hp) - set(HYPER)
+        if bad:
+            raise ValueError(f"{kind} settings {sorted(bad)} are not among {HYPER}")
+        for name, v in hp.items():
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{kind} {name} {v!r} must be an integer >= 1")
+        out[kind] = hp
+    unknown = set(per_kind or {}) - set(KINDS)
+    if unknown:
+        raise ValueError(f"per-kind settings for {sorted(unknown)}; expected kinds {KINDS}")
+    return out
+
+
+def _check(design: Design, X: Rows, Y: dict[str, Rows], placement: int, normalize_targets: str) -> int:
     """Validate everything before any work; returns d_in."""
     if normalize_targets not in NORMALIZE:
         raise ValueError(f"normalize_targets {normalize_targets!r} is not one of {NORMALIZE}")
-    if Y.dim() != 3:
-        raise ValueError(f"targets Y must be [N, L, U], got shape {tuple(Y.shape)}")
-    N, L, U = Y.shape
-    if X.shape[:1] != Y.shape[:1]:
-        raise ValueError(f"inputs X {tuple(X.shape)} and targets Y {tuple(Y.shape)} have different example counts")
+    if not Y:
+        raise ValueError("no targets given")
+    shapes = {k: tuple(y.shape) for k, y in Y.items()}
+    N, L = next(iter(shapes.values()))[:2]
+    if any(s[:2] != (N, L) for s in shapes.values()):
+        raise ValueError(f"head and neuron targets differ in examples or layers: {shapes}")
+    if len(X) != N:
+        raise ValueError(f"inputs X {tuple(X.shape)} and targets Y {shapes} have different example counts")
     d_in = design.input_dim(X, L)
     if N < 2:
         raise ValueError(f"training needs at least 2 examples (one to train, one to validate), got {N}")
     if not 0 <= placement < L - 1:
         raise ValueError(f"placement layer {placement!r} is outside 0..{L - 2} (a {L}-layer model; at least one "
                          "layer after the placement must be scored)")
-    if n_heads is not None and not 0 <= n_heads <= U:
-        raise ValueError(f"n_heads {n_heads!r} does not fit U={U} units per layer (expected 0..{U})")
     _first_bad("inputs X", X)
-    _first_bad("targets Y", Y)
+    for k, y in Y.items():
+        _first_bad(f"targets Y ({k})", y)
     return d_in
 
 
-def _loss(design, model, X, Y, idx, mode, placement, batch_size, device) -> float:
+def _loss(design, model, kind, X, Y, idx, mode, placement, batch_size, device) -> float:
     """Mean MSE over examples `idx`, in batches, without gradients."""
     was = model.training
     model.eval()
@@ -85,66 +138,41 @@ def _loss(design, model, X, Y, idx, mode, placement, batch_size, device) -> floa
         for i in range(0, len(idx), batch_size):
             b = idx[i:i + batch_size]
             y = normalise_targets(Y[b], mode, placement).to(device)[:, placement + 1:]
-            p = design.scores(model, X[b].to(device))[:, placement + 1:]
+            p = design.scores(model, X[b].to(device), kind)[:, placement + 1:]
             total += nn.functional.mse_loss(p, y, reduction="sum").item() / y[0].numel()
     model.train(was)
     return total / len(idx)
 
 
-def train_predictor(design: str | Design, X: torch.Tensor, Y: torch.Tensor, *, placement: int = 0,
-                    hidden: int = 1024, n_heads: int | None = None, epochs: int = 50, lr: float = 1e-3,
-                    weight_decay: float = 0.01, batch_size: int = 64, val_fraction: float = 0.1,
-                    patience: int = 5, seed: int = 0, normalize_targets: str = "per_layer",
-                    device: str | torch.device = "cpu",
-                    log: Callable[[dict], None] | None = None) -> tuple[nn.Module, list[dict]]:
-    """(model with the best validation weights, curve [{epoch, train_loss, val_loss, lr}]).
+def _mean_target(Y: Rows, idx, mode, placement) -> torch.Tensor:
+    """Mean normalised target [L, U] over examples `idx`, summed chunk by chunk in float64."""
+    total = None
+    for i in range(0, len(idx), CHUNK):
+        s = normalise_targets(Y[idx[i:i + CHUNK]], mode, placement).double().sum(0)
+        total = s if total is None else total + s
+    return (total / len(idx)).float()
 
-    X: shadowllm [N, d] (the placement layer's input); dejavu [N, L, d] (layer l's input at [:, l]); static: any
-    [N, ...] (ignored). Y: importance [N, L, U]; n_heads of the U units are heads, the rest neurons (None: all U
-    are one kind, recorded as heads). `log` is called with each curve row as it is made.
-    """
-    design = get_design(design)
-    X, Y = torch.as_tensor(X), torch.as_tensor(Y)
-    d_in = _check(design, X, Y, placement, n_heads, normalize_targets)
-    for name, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("patience", patience, 1),
-                        ("hidden", hidden, 1)):
-        if not isinstance(v, int) or v < lo:
-            raise ValueError(f"{name} {v!r} must be an integer >= {lo}")
-    N, L, U = Y.shape
-    H = U if n_heads is None else n_heads
-    tr, va = _split(N, val_fraction, seed)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = design.build(d_in, L, H, U - H, hidden=hidden, placement=placement).to(device)
-    curve: list[dict] = []
-
-    def record(row):
-        curve.append(row)
-        if log is not None:
-            log(row)
-
-    if not design.trainable:
-        design.calibrate(model, normalise_targets(Y[tr], normalize_targets, placement).to(device))
-        record({"epoch": 0, "train_loss": _loss(design, model, X, Y, tr, normalize_targets, placement, batch_size,
-                                                device),
-                "val_loss": _loss(design, model, X, Y, va, normalize_targets, placement, batch_size, device),
-                "lr": 0.0})
-        return model.eval(), curve
-
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = epochs * math.ceil(len(tr) / batch_size)
+def _fit(design, model, kind, X, Y, tr, va, hp, *, lr, weight_decay, patience, seed, mode, placement, device,
+         record) -> None:
+    """Train `kind`'s part of the model; keeps its best validation weights."""
+    params = design.parameters(model, kind)
+    names = {id(p) for p in params}
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)  # one kernel per step
+    bs = hp["batch_size"]
+    steps = hp["epochs"] * math.ceil(len(tr) / bs)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    gen = torch.Generator().manual_seed(seed + 1)
+    gen = torch.Generator().manual_seed(seed + 1 + KINDS.index(kind))
+    own = [k for k, v in model.named_parameters() if id(v) in names]
     best, best_state, since = math.inf, None, 0
-    for epoch in range(epochs):
+    for epoch in range(hp["epochs"]):
         model.train()
         lr_now, seen, total = opt.param_groups[0]["lr"], 0, 0.0
         order = tr[torch.randperm(len(tr), generator=gen)]
-        for i in range(0, len(order), batch_size):
-            b = order[i:i + batch_size]
-            y = normalise_targets(Y[b], normalize_targets, placement).to(device)[:, placement + 1:]
-            p = design.scores(model, X[b].to(device))[:, placement + 1:]
+        for i in range(0, len(order), bs):
+            b = order[i:i + bs]
+            y = normalise_targets(Y[b], mode, placement).to(device)[:, placement + 1:]
+            p = design.scores(model, X[b].to(device), kind)[:, placement + 1:]
             loss = nn.functional.mse_loss(p, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -152,16 +180,66 @@ def train_predictor(design: str | Design, X: torch.Tensor, Y: torch.Tensor, *, p
             sched.step()
             total += loss.item() * len(b)
             seen += len(b)
-        val = _loss(design, model, X, Y, va, normalize_targets, placement, batch_size, device)
-        record({"epoch": epoch, "train_loss": total / seen, "val_loss": val, "lr": lr_now})
+        val = _loss(design, model, kind, X, Y, va, mode, placement, bs, device)
+        record({"kind": kind, "epoch": epoch, "train_loss": total / seen, "val_loss": val, "lr": lr_now})
         if val < best:
             best, since = val, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            state = model.state_dict()
+            best_state = {k: state[k].detach().clone() for k in own}
         else:
             since += 1
             if since >= patience:
                 break
     if best_state is None:
-        raise RuntimeError(f"validation loss was never finite (last {curve[-1]['val_loss']!r}); lower lr {lr}?")
-    model.load_state_dict(best_state)
+        raise RuntimeError(f"{kind}: validation loss was never finite (last {val!r}); lower lr {lr}?")
+    model.load_state_dict(best_state, strict=False)
+
+
+def train_predictor(design: str | Design, X, Y, *, placement: int = 0, hidden: int = 1024,
+                    n_heads: int | None = None, epochs: int = 50, lr: float = 1e-3, weight_decay: float = 0.01,
+                    batch_size: int = 64, per_kind: dict | None = None, val_fraction: float = 0.1,
+                    patience: int = 5, seed: int = 0, normalize_targets: str = "per_layer",
+                    device: str | torch.device = "cpu",
+                    log: Callable[[dict], None] | None = None) -> tuple[nn.Module, list[dict]]:
+    """(model with the best validation weights, curve [{kind, epoch, train_loss, val_loss, lr}]).
+
+    X: shadowllm [N, d] (the placement layer's input); dejavu [N, L, d] (layer l's input at [:, l]); fullseq
+    SeqRows of per-token inputs; static: any (ignored); a tensor or `Rows`. Y: importance [N, L, U] with n_heads
+    of the U units heads, the rest neurons (None: all heads), or {kind: Rows [N, L, U_kind]}. `hidden`, `epochs`
+    and `batch_size` hold for both kinds unless `per_kind` ({"heads": {...}, "neurons": {...}}) overrides them.
+    `log` is called with each curve row as it is made.
+    """
+    design = get_design(design)
+    X, Y = as_rows(X), split_targets(Y, n_heads)
+    hps = kind_settings(hidden, epochs, batch_size, per_kind)
+    if not isinstance(patience, int) or patience < 1:
+        raise ValueError(f"patience {patience!r} must be an integer >= 1")
+    d_in = _check(design, X, Y, placement, normalize_targets)
+    N, L = len(X), Y[next(iter(Y))].shape[1]
+    U = {k: (Y[k].shape[2] if k in Y else 0) for k in KINDS}
+    tr, va = _split(N, val_fraction, seed)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = design.build(d_in, L, U["heads"], U["neurons"], hidden_heads=hps["heads"]["hidden"],
+                             hidden_neurons=hps["neurons"]["hidden"], placement=placement).to(device)
+    curve: list[dict] = []
+
+    def record(row):
+        curve.append(row)
+        if log is not None:
+            log(row)
+
+    for kind in Y:
+        bs = hps[kind]["batch_size"]
+        if not design.trainable:
+            design.calibrate(model, kind, _mean_target(Y[kind], tr, normalize_targets, placement).to(device))
+            record({"kind": kind, "epoch": 0,
+                    "train_loss": _loss(design, model, kind, X, Y[kind], tr, normalize_targets, placement, bs, device),
+                    "val_loss": _loss(design, model, kind, X, Y[kind], va, normalize_targets, placement, bs, device),
+                    "lr": 0.0})
+            continue
+        _fit(design, model, kind, X, Y[kind], tr, va, hps[kind], lr=lr, weight_decay=weight_decay,
+             patience=patience, seed=seed, mode=normalize_targets, placement=placement, device=device,
+             record=record)
     return model.eval(), curve

@@ -213,6 +213,9 @@ def _trained_predictors(paths, w, placement: int):
         if pred.placement != placement:
             raise ValueError(f"{path}: predictor trained at placement {pred.placement}, the bench runs placement "
                              f"{placement}")
+        if pred.design not in ("shadowllm", "dejavu"):
+            raise ValueError(f"{path}: a {pred.design!r} predictor; the decoder runs 'shadowllm' or 'dejavu' ones "
+                             "(fullseq reads the whole sequence, so it cannot decide a mask before decoding)")
         kind = "shadow" if pred.design == "shadowllm" else "dejavu"
         view = ShadowPredictor.from_trained(pred) if kind == "shadow" else DejaVuPredictor.from_trained(pred)
         preds[kind], src[kind] = view.to(device=w.device, dtype=w.dtype), str(path)

@@ -4,7 +4,8 @@ ShadowLLM: ONE predictor on the placement layer's attention output (the input of
     min-max normalised per example, Linear(d, p) - ReLU - Linear(p, L*(H+F)) -> scores for every layer.
 DejaVu-style: one predictor per layer l >= 1 on that layer's input (the residual stream entering layer l),
     Linear(d, p) - ReLU - Linear(p, H+F). Layer 0 is never pruned, so it has none.
-Weights are random by default (latency only); `ShadowPredictor.from_linear_pair` adopts trained ones.
+Weights are random by default (latency only); `from_trained` adopts a trained predictor's (its head and neuron
+networks share one first-layer matmul here).
 """
 from __future__ import annotations
 
@@ -36,50 +37,78 @@ def _mv(t, device, dtype):
     return None if t is None else t.to(device=device or t.device, dtype=dtype or t.dtype)
 
 
+class _TwoLayer:
+    """relu(x w1^T + b1) then one second layer per part; a part reads hidden units [a, b) and gives U scores per
+    layer. A trained predictor's head and neuron networks become one first layer (concatenated) and two parts."""
+
+    def __init__(self, w1, b1, parts: list[tuple]):
+        self.w1, self.b1, self.parts = w1, b1, parts                          # parts: [(a, b, w2, b2, U)]
+
+    @classmethod
+    def from_nets(cls, nets: list) -> _TwoLayer:
+        """From nn.Sequential(Linear, ReLU, Linear) networks (heads first, then neurons)."""
+        w1 = torch.cat([n[0].weight.detach() for n in nets])
+        b1 = torch.cat([n[0].bias.detach() for n in nets])
+        parts, a = [], 0
+        for n in nets:
+            b = a + n[0].out_features
+            parts.append((a, b, n[2].weight.detach(), n[2].bias.detach()))
+            a = b
+        return cls(w1, b1, parts)
+
+    def __call__(self, x: torch.Tensor, shape: tuple) -> torch.Tensor:
+        """x [B, d] -> [B, *shape, sum U]: each part's output viewed as [B, *shape, U_part], concatenated."""
+        h = linear_relu(x.to(self.w1.dtype), self.w1, self.b1)
+        if len(self.parts) == 1 and self.parts[0][:2] == (0, h.shape[1]):
+            return F.linear(h, self.parts[0][2], self.parts[0][3]).view(x.shape[0], *shape, -1)
+        outs = [F.linear(h[:, a:b], w2, b2).view(x.shape[0], *shape, -1) for a, b, w2, b2 in self.parts]
+        return torch.cat(outs, -1)
+
+    def n_params(self) -> int:
+        return self.w1.numel() + self.b1.numel() + sum(w.numel() + b.numel() for _, _, w, b in self.parts)
+
+    def to(self, device=None, dtype=None) -> _TwoLayer:
+        return _TwoLayer(_mv(self.w1, device, dtype), _mv(self.b1, device, dtype),
+                         [(a, b, _mv(w, device, dtype), _mv(c, device, dtype)) for a, b, w, c in self.parts])
+
+
+def _random(d, hidden, out, dtype, device, g) -> _TwoLayer:
+    w1, b1 = _init(hidden, d, dtype, device, g)
+    w2, b2 = _init(out, hidden, dtype, device, g)
+    return _TwoLayer(w1, b1, [(0, hidden, w2, b2)])
+
+
 class ShadowPredictor:
     def __init__(self, d: int, n_layers: int, n_heads: int, n_neurons: int, hidden: int = 1024,
                  dtype=torch.float32, device="cpu", seed: int = 0, normalize: bool = True):
         g = _gen(device, seed)
         self.L, self.H, self.F, self.p, self.d = n_layers, n_heads, n_neurons, hidden, d
-        self.w1, self.b1 = _init(hidden, d, dtype, device, g)
-        self.w2, self.b2 = _init(n_layers * (n_heads + n_neurons), hidden, dtype, device, g)
+        self.net = _random(d, hidden, n_layers * (n_heads + n_neurons), dtype, device, g)
         self.normalize = normalize
 
     @classmethod
-    def from_linear_pair(cls, fc1: torch.nn.Linear, fc2: torch.nn.Linear, n_layers, n_heads, n_neurons,
-                         normalize: bool = True) -> "ShadowPredictor":
-        self = cls.__new__(cls)
-        self.L, self.H, self.F = n_layers, n_heads, n_neurons
-        self.p, self.d = fc1.out_features, fc1.in_features
-        if fc2.out_features != n_layers * (n_heads + n_neurons):
-            raise ValueError(f"predictor output {fc2.out_features} != L*(H+F) = {n_layers * (n_heads + n_neurons)}")
-        self.w1, self.b1 = fc1.weight.detach(), fc1.bias.detach()
-        self.w2, self.b2 = fc2.weight.detach(), fc2.bias.detach()
-        self.normalize = normalize
-        return self
-
-    @classmethod
-    def from_trained(cls, pred) -> "ShadowPredictor":
+    def from_trained(cls, pred) -> ShadowPredictor:
         """The decoder's view of a trained `shadowllm.predictors.Predictor` (design 'shadowllm')."""
         if pred.design != "shadowllm":
             raise ValueError(f"the decoder's ShadowLLM mode needs a 'shadowllm' predictor, got {pred.design!r}")
-        return cls.from_linear_pair(pred.net[0], pred.net[2], pred.L, pred.H, pred.F, normalize=pred.normalize)
+        self = cls.__new__(cls)
+        self.L, self.H, self.F, self.d = pred.L, pred.H, pred.F, pred.d_in
+        self.net = _TwoLayer.from_nets([pred.nets[k] for k in pred.kinds])
+        self.p, self.normalize = self.net.w1.shape[0], pred.normalize
+        return self
 
     def __call__(self, a0: torch.Tensor) -> torch.Tensor:
         """a0 [B, d] -> scores [B, L, H+F] (heads first, then neurons)."""
-        x = minmax(a0) if self.normalize else a0
-        h = linear_relu(x.to(self.w1.dtype), self.w1, self.b1)
-        return F.linear(h, self.w2, self.b2).view(a0.shape[0], self.L, self.H + self.F)
+        return self.net(minmax(a0) if self.normalize else a0, (self.L,))
 
     def n_params(self) -> int:
-        return self.w1.numel() + self.b1.numel() + self.w2.numel() + self.b2.numel()
+        return self.net.n_params()
 
-    def to(self, device=None, dtype=None) -> "ShadowPredictor":
+    def to(self, device=None, dtype=None) -> ShadowPredictor:
         """A copy on another device / dtype."""
         new = self.__class__.__new__(self.__class__)
         new.__dict__.update(self.__dict__)
-        for k in ("w1", "b1", "w2", "b2"):
-            setattr(new, k, _mv(getattr(self, k), device, dtype))
+        new.net = self.net.to(device, dtype)
         return new
 
 
@@ -88,42 +117,35 @@ class DejaVuPredictor:
                  dtype=torch.float32, device="cpu", seed: int = 0):
         g = _gen(device, seed + 1)
         self.L, self.H, self.F, self.p, self.d = n_layers, n_heads, n_neurons, hidden, d
-        self.w1, self.b1, self.w2, self.b2 = [None], [None], [None], [None]  # layer 0: none
-        for _ in range(1, n_layers):
-            w1, b1 = _init(hidden, d, dtype, device, g)
-            w2, b2 = _init(n_heads + n_neurons, hidden, dtype, device, g)
-            self.w1.append(w1), self.b1.append(b1), self.w2.append(w2), self.b2.append(b2)
+        self.nets = [None] + [_random(d, hidden, n_heads + n_neurons, dtype, device, g)   # layer 0: none
+                              for _ in range(1, n_layers)]
+        self.normalize = False
 
     @classmethod
-    def from_trained(cls, pred) -> "DejaVuPredictor":
+    def from_trained(cls, pred) -> DejaVuPredictor:
         """The decoder's view of a trained `shadowllm.predictors.Predictor` (design 'dejavu')."""
         if pred.design != "dejavu":
             raise ValueError(f"the decoder's DejaVu mode needs a 'dejavu' predictor, got {pred.design!r}")
         self = cls.__new__(cls)
-        self.L, self.H, self.F, self.p, self.d = pred.L, pred.H, pred.F, pred.hidden, pred.d_in
-        self.w1, self.b1, self.w2, self.b2 = [None] * pred.L, [None] * pred.L, [None] * pred.L, [None] * pred.L
-        for key, net in pred.nets.items():
-            l = int(key)
-            self.w1[l], self.b1[l] = net[0].weight.detach(), net[0].bias.detach()
-            self.w2[l], self.b2[l] = net[2].weight.detach(), net[2].bias.detach()
+        self.L, self.H, self.F, self.d = pred.L, pred.H, pred.F, pred.d_in
+        self.nets = [None] * pred.L
+        for key, nets in pred.nets.items():
+            self.nets[int(key)] = _TwoLayer.from_nets([nets[k] for k in pred.kinds])
+        self.p = sum(pred.hidden[k] for k in pred.kinds)
         self.normalize = pred.normalize
         return self
 
     def __call__(self, l: int, x: torch.Tensor) -> torch.Tensor:
         """x [B, d] (layer l's input) -> scores [B, H+F] for layer l >= 1."""
-        if getattr(self, "normalize", False):
-            x = minmax(x)
-        h = linear_relu(x.to(self.w1[l].dtype), self.w1[l], self.b1[l])
-        return F.linear(h, self.w2[l], self.b2[l])
+        return self.nets[l](minmax(x) if self.normalize else x, ())
 
     def n_params(self, first: int = 1) -> int:
         """Parameters of the predictors of layers first..L-1 (the ones a decoder with placement first-1 runs)."""
-        return sum(t.numel() for ts in (self.w1, self.b1, self.w2, self.b2) for t in ts[first:] if t is not None)
+        return sum(n.n_params() for n in self.nets[first:] if n is not None)
 
-    def to(self, device=None, dtype=None) -> "DejaVuPredictor":
+    def to(self, device=None, dtype=None) -> DejaVuPredictor:
         """A copy on another device / dtype."""
         new = self.__class__.__new__(self.__class__)
         new.__dict__.update(self.__dict__)
-        for k in ("w1", "b1", "w2", "b2"):
-            setattr(new, k, [_mv(t, device, dtype) for t in getattr(self, k)])
+        new.nets = [None if n is None else n.to(device, dtype) for n in self.nets]
         return new
