@@ -104,3 +104,49 @@ def test_predictor_file_of_another_model_is_refused(tmp_path):
         load_predictor(tmp_path / "p.safetensors", expect={"n_layers": 6})
     with pytest.raises(ValueError, match="placement layer 3"):
         Predictor("shadowllm", 8, 3, 2, 16, placement=3)
+
+
+@pytest.mark.parametrize("placement,units", [(0, "both"), (1, "heads")])
+def test_token_protocol_equals_decoding_token_by_token_with_each_steps_mask(placement, units):
+    """`token`: position t's predictor input decides position t's mask. Independent path: the stock model decodes
+    one token at a time through its KV cache, each step masked by the mask its own (last) token decides."""
+    model = tiny_opt().double()
+    ad = get_adapter(model)
+    ids = prompt(B=2, T=6)
+    torch.manual_seed(5)
+    pred = Predictor("shadowllm", ad.n_heads * ad.head_dim, ad.n_layers, ad.n_heads, ad.n_neurons,
+                     hidden_heads=16, hidden_neurons=16, placement=placement).double()
+    with torch.no_grad():
+        for net in pred.nets.values():  # no biases: the input alone sets the ranking, so it varies by position
+            net[0].bias.zero_()
+            net[2].bias.zero_()
+    src = PredictedMasks(pred, sparsity=0.5, style="global", units=units, position="token")
+    with MaskHooks(ad, src), torch.no_grad():
+        one_pass = model(input_ids=ids).logits                                  # [B, T, V]
+    assert src.mask.heads.shape == (2 * 6, ad.n_layers, ad.n_heads)
+    steps, past = [], None
+    for t in range(ids.shape[1]):
+        step = PredictedMasks(pred, sparsity=0.5, style="global", units=units, position=-1)
+        with MaskHooks(ad, step), torch.no_grad():
+            out = model(input_ids=ids[:, t:t + 1], past_key_values=past, use_cache=True)
+        past = out.past_key_values
+        steps.append(out.logits[:, 0])
+        # the mask of step t is the one-pass mask of position t
+        got = src.mask.heads.view(2, 6, ad.n_layers, ad.n_heads)[:, t]
+        assert torch.equal(step.mask.heads, got)
+    torch.testing.assert_close(one_pass, torch.stack(steps, 1), rtol=1e-10, atol=1e-10)
+    # masks differ across positions, so one mask per sequence would not give these logits
+    heads = src.mask.heads.view(12, -1)
+    assert len({tuple(m.tolist()) for m in heads}) > 1
+    with pytest.raises(ValueError, match="position 'prompt' is not a token index"):
+        PredictedMasks(pred, 0.5, position="prompt")
+
+
+def test_per_position_mask_of_the_wrong_length_is_refused():
+    from shadowllm.masks.hooks import _scale
+    x = torch.arange(2 * 3 * 8, dtype=torch.float64).view(2, 3, 8)
+    m = torch.tensor([[[1, 0, 1, 1], [0, 1, 1, 1], [1, 1, 1, 0]]] * 2, dtype=torch.float64)   # [B=2, T=3, U=4]
+    want = (x.view(2, 3, 4, 2) * m[..., None]).view(2, 3, 8)
+    assert torch.equal(_scale(x, m, 2), want) and torch.equal(_scale(x.view(6, 8), m, 2), want.view(6, 8))
+    with pytest.raises(ValueError, match=r"per-position mask \(2, 2, 4\) does not match activations \(2, 3, 8\)"):
+        _scale(x, m[:, :2], 2)

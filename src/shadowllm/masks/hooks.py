@@ -20,7 +20,8 @@ from .mask import Mask
 
 
 class MaskSource(Protocol):
-    """What MaskHooks asks for. Returns [B, H] / [B, F] (or None = keep all) for layer l."""
+    """What MaskHooks asks for. Returns [B, H] / [B, F] (one mask per sequence), [B, T, H] / [B, T, F] (one per
+    position: the `token` protocol), or None (keep all) for layer l."""
 
     def head_mask(self, l: int) -> torch.Tensor | None: ...
     def neuron_mask(self, l: int) -> torch.Tensor | None: ...
@@ -40,7 +41,13 @@ class StaticMask:
 
 
 def _scale(x: torch.Tensor, m: torch.Tensor, unit: int) -> torch.Tensor:
-    """x [B, T, U*unit] or [B*T, U*unit] (batch-major); m [B, U] or [1, U] -> unit u of sequence b times m[b, u]."""
+    """x [B, T, U*unit] or [B*T, U*unit] (batch-major); m [B, U] or [1, U] -> unit u of sequence b times m[b, u];
+    m [B, T, U] -> unit u at position t of sequence b times m[b, t, u]."""
+    if m.dim() == 3:
+        if m.shape[0] * m.shape[1] * m.shape[2] * unit != x.numel():
+            raise ValueError(f"per-position mask {tuple(m.shape)} does not match activations {tuple(x.shape)}")
+        xb = x.reshape(*m.shape, unit)
+        return (xb * m.to(x.dtype)[..., None]).reshape(x.shape)
     b, u = m.shape
     ok = b == 1 or (x.dim() == 3 and x.shape[0] == b) or (x.dim() == 2 and x.shape[0] % b == 0)
     if not ok:

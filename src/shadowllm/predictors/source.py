@@ -11,15 +11,20 @@ from .model import Predictor
 
 class PredictedMasks:
     """Masks from `pred` at `sparsity`; layers 0..placement stay dense. position: the token whose predictor
-    input is read ([B] indices, or an int such as -1 for the last position of every sequence)."""
+    input is read ([B] indices, or an int such as -1 for the last position of every sequence), or "token":
+    position t's input decides position t's mask in every later layer (causal; what per-token decoding does)."""
 
     def __init__(self, pred: Predictor, sparsity: float, style: str = "local", units: str = "both",
-                 position: int | torch.Tensor = -1):
+                 position: int | torch.Tensor | str = -1):
         if pred.design != "shadowllm":
             raise ValueError(f"PredictedMasks runs a 'shadowllm' predictor, got design {pred.design!r}")
+        if isinstance(position, str) and position != "token":
+            raise ValueError(f"position {position!r} is not a token index, [B] indices or 'token'")
         self.pred, self.sparsity, self.style, self.units, self.position = pred, sparsity, style, units, position
-        self.mask: Mask | None = None
-        self.seen: torch.Tensor | None = None  # the predictor input that decided the current mask [B, d_in]
+        self.per_token = isinstance(position, str)
+        self.mask: Mask | None = None          # [B, L, U] masks; per token: [B*T, L, U], position-major per sequence
+        self.shape: tuple | None = None        # (B, T) when the masks are per token
+        self.seen: torch.Tensor | None = None  # the predictor input that decided the current mask [B(*T), d_in]
 
     def attach(self, ad: Adapter):
         if (ad.n_layers, ad.n_heads, ad.n_neurons) != (self.pred.L, self.pred.H, self.pred.F):
@@ -28,9 +33,13 @@ class PredictedMasks:
         return [ad.on_predictor_input(self.pred.placement, self._decide)]
 
     def _decide(self, a: torch.Tensor) -> None:
-        B = a.shape[0]
-        pos = self.position if torch.is_tensor(self.position) else torch.full((B,), self.position)
-        x = a[torch.arange(B, device=a.device), pos.to(a.device)]
+        B = a.shape[0]                                                           # a [B, T, d_in]
+        if self.per_token:
+            self.shape = (B, a.shape[1])
+            x = a.reshape(B * a.shape[1], a.shape[2])
+        else:
+            pos = self.position if torch.is_tensor(self.position) else torch.full((B,), self.position)
+            x = a[torch.arange(B, device=a.device), pos.to(a.device)]
         self.seen = x.detach()
         with torch.no_grad():
             s = self.pred(x.to(next(self.pred.parameters()).dtype)).float().cpu()   # [B, L, H+F]
@@ -43,7 +52,8 @@ class PredictedMasks:
             return None
         if self.mask is None:
             raise RuntimeError(f"layer {l} ran before the placement layer {self.pred.placement} decided the mask")
-        return getattr(self.mask, unit)[:, l]
+        m = getattr(self.mask, unit)[:, l]                                      # [B(*T), U]
+        return m.view(*self.shape, m.shape[-1]) if self.per_token else m
 
     def head_mask(self, l):
         return self._of(l, "heads")
