@@ -150,3 +150,45 @@ def test_per_position_mask_of_the_wrong_length_is_refused():
     assert torch.equal(_scale(x, m, 2), want) and torch.equal(_scale(x.view(6, 8), m, 2), want.view(6, 8))
     with pytest.raises(ValueError, match=r"per-position mask \(2, 2, 4\) does not match activations \(2, 3, 8\)"):
         _scale(x, m[:, :2], 2)
+
+
+@pytest.mark.parametrize("placement,units", [(0, "both"), (1, "neurons")])
+def test_dejavu_masks_in_one_pass_equal_masks_built_layer_by_layer(placement, units):
+    """Independent path: for l = p+1..L-1, run the stock model masked by the layers decided so far, read layer l's
+    input with a plain pre-hook, keep its top round((1 - s) U) units by torch.topk; then one masked run."""
+    from shadowllm.masks.mask import Mask
+    from shadowllm.predictors import DejaVuMasks
+
+    model = tiny_opt().double()
+    ad = get_adapter(model)
+    ids = prompt(B=2, T=7)
+    torch.manual_seed(2)
+    pred = Predictor("dejavu", ad.d_model, ad.n_layers, ad.n_heads, ad.n_neurons, hidden_heads=16,
+                     hidden_neurons=16, placement=placement).double()
+    src = DejaVuMasks(pred, sparsity=0.5, units=units)
+    with MaskHooks(ad, src), torch.no_grad():
+        one_pass = model(input_ids=ids).logits
+
+    heads, neurons = torch.ones(2, ad.n_layers, ad.n_heads), torch.ones(2, ad.n_layers, ad.n_neurons)
+    for l in range(placement + 1, ad.n_layers):
+        got = {}
+        h = model.model.decoder.layers[l].register_forward_pre_hook(
+            lambda m, a, kw: got.__setitem__("x", (a[0] if a else kw["hidden_states"])[:, -1].clone()),
+            with_kwargs=True)
+        with MaskHooks(ad, StaticMask(Mask(heads, neurons))), torch.no_grad():
+            model(input_ids=ids)
+        h.remove()
+        with torch.no_grad():
+            s = pred(got["x"], layer=l).float()                                # [2, H+F]
+        for kind, m, sc in (("heads", heads, s[:, :ad.n_heads]), ("neurons", neurons, s[:, ad.n_heads:])):
+            if units in ("both", kind):
+                U = sc.shape[1]
+                m[:, l] = 0
+                m[:, l].scatter_(1, sc.topk(round(0.5 * U), dim=1).indices, 1.0)
+    for l in range(placement + 1, ad.n_layers):
+        assert torch.equal(src.head_mask(l), heads[:, l]) and torch.equal(src.neuron_mask(l), neurons[:, l]), l
+    with MaskHooks(ad, StaticMask(Mask(heads, neurons))), torch.no_grad():
+        two_pass = model(input_ids=ids).logits
+    torch.testing.assert_close(one_pass, two_pass, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="DejaVuMasks runs a 'dejavu' predictor"):
+        DejaVuMasks(Predictor("shadowllm", 8, 3, 2, 16, hidden_heads=4, hidden_neurons=4), 0.5)
