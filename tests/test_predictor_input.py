@@ -173,7 +173,7 @@ def test_dejavu_masks_in_one_pass_equal_masks_built_layer_by_layer(placement, un
     for l in range(placement + 1, ad.n_layers):
         got = {}
         h = model.model.decoder.layers[l].register_forward_pre_hook(
-            lambda m, a, kw: got.__setitem__("x", (a[0] if a else kw["hidden_states"])[:, -1].clone()),
+            lambda m, a, kw, got=got: got.__setitem__("x", (a[0] if a else kw["hidden_states"])[:, -1].clone()),
             with_kwargs=True)
         with MaskHooks(ad, StaticMask(Mask(heads, neurons))), torch.no_grad():
             model(input_ids=ids)
