@@ -298,7 +298,8 @@ def test_training_from_memory_mapped_traces_equals_training_in_memory(task, tmp_
     from safetensors.torch import save_file
 
     from shadowllm.importance.traces import dequantize, quantize
-    from shadowllm.predictors.rows import ArrayRows, mmap_tensor
+    from shadowllm.io import mmap_safetensors
+    from shadowllm.predictors.rows import ArrayRows
 
     x, y = task["shadowllm"]
     x, y = x[:240], y[:240]
@@ -307,10 +308,9 @@ def test_training_from_memory_mapped_traces_equals_training_in_memory(task, tmp_
         q, lo, hi = quantize(y[..., sl])
         tensors.update({kind: q, f"{kind}_lo": lo, f"{kind}_hi": hi})
     save_file(tensors, str(tmp_path / "t.safetensors"))
-    path = tmp_path / "t.safetensors"
-    X = ArrayRows([mmap_tensor(path, "x")])
-    Y = {k: ArrayRows([mmap_tensor(path, k)], scale=[(mmap_tensor(path, f"{k}_lo"), mmap_tensor(path, f"{k}_hi"))],
-                      kind="scores") for k in ("heads", "neurons")}
+    m = mmap_safetensors(tmp_path / "t.safetensors")
+    X = ArrayRows([m["x"]])
+    Y = {k: ArrayRows([m[k]], scale=[(m[f"{k}_lo"], m[f"{k}_hi"])], kind="scores") for k in ("heads", "neurons")}
     idx = torch.tensor([7, 3, 200, 3])
     for k in Y:  # independent reference: the traces' own dequantisation of whole tensors
         want = dequantize(tensors[k], tensors[f"{k}_lo"], tensors[f"{k}_hi"])[idx]

@@ -52,3 +52,30 @@ def _jsonable(x):
     if isinstance(x, Path):
         return str(x)
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+_NP_DTYPES = {"F16": "float16", "F32": "float32", "F64": "float64", "I32": "int32", "I64": "int64"}
+
+
+def mmap_safetensors(path) -> dict:
+    """{name: read-only numpy memory map} of every tensor of a safetensors file: nothing is read until indexed,
+    so a reader of a few rows of a large trace touches only those rows."""
+    import struct
+
+    import numpy as np
+
+    path = Path(path)
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] not in _NP_DTYPES:
+            raise ValueError(f"{path}: tensor {name!r} has dtype {info['dtype']}, expected one of {sorted(_NP_DTYPES)}")
+        dtype, shape = np.dtype(_NP_DTYPES[info["dtype"]]), tuple(info["shape"])
+        a, b = info["data_offsets"]
+        out[name] = np.zeros(shape, dtype) if a == b else \
+            np.memmap(path, dtype=dtype, mode="r", offset=8 + n + a, shape=shape)  # numpy cannot map 0 bytes
+    return out

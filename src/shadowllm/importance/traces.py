@@ -224,26 +224,10 @@ def load_sequence_inputs(path) -> dict:
 def open_sequence_inputs(path) -> dict:
     """Memory-mapped numpy views of every tensor of a sequence-inputs file (nothing is read until indexed):
     {name: np.memmap}, e.g. m['predictor_seq.0'][m['offsets'][i]:m['offsets'][i + 1]] is example i [n_i, H*dh]."""
-    import struct
-
-    import numpy as np
+    from ..io import mmap_safetensors
 
     check_version(path)
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-    dtypes = {"F16": np.float16, "F32": np.float32, "I64": np.int64, "I32": np.int32}
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        shape = tuple(info["shape"])
-        if end == begin:  # numpy cannot map an empty region
-            out[name] = np.zeros(shape, dtype=dtypes[info["dtype"]])
-            continue
-        out[name] = np.memmap(path, dtype=dtypes[info["dtype"]], mode="r", offset=8 + n + begin, shape=shape)
-    return out
+    return mmap_safetensors(path)
 
 
 def bytes_per_example(L: int, H: int, F: int, d_model: int, criteria=None, neuron_traces="all",

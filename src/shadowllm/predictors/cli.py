@@ -62,11 +62,12 @@ def cmd_train_predictor(args) -> int:
              "placement": args.placement, "normalize": args.normalize}
     n_params = {k: sum(p.numel() for p in design.parameters(model, k)) for k in ts.Y}
     epochs = {k: sum(r["kind"] == k for r in curve) for k in ts.Y}
-    # training seconds per parameter x example x epoch (incl. validation): the figure projections scale by
+    # seconds per parameter x example x epoch (validation included): what `predictor-size --from-curve` scales
     cost = {k: kind_seconds[k] / (n_params[k] * len(train_idx) * epochs[k]) for k in ts.Y if n_params[k]}
+    # peak memory: the job's benchmark file (max_rss) and the line printed below
     info = {**point, "n_train": len(train_idx), "n_test": len(test_idx), "n_params": n_params,
             "train_seconds": seconds, "kind_seconds": kind_seconds, "epochs_run": epochs,
-            "seconds_per_param_example_epoch": cost}  # peak memory: the job's benchmark file (max_rss) and the line printed below
+            "seconds_per_param_example_epoch": cost}
     out = Path(args.out_dir)
     cfg = args_config(args)
     inputs = [str(Path(t) / n) for t in args.traces for n in ("inputs.safetensors", f"{args.criterion}.safetensors")]

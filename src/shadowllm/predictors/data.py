@@ -9,8 +9,15 @@ import numpy as np
 import torch
 
 from ..importance.criteria import get_criteria, supports
-from ..importance.traces import INPUTS_FILE, POSITIONS, check_version
-from .rows import ArrayRows, Rows, SeqRows, StackRows, mmap_tensor, safetensors_header
+from ..importance.traces import (
+    INPUTS_FILE,
+    POSITIONS,
+    SEQUENCE_FILE,
+    check_version,
+    open_sequence_inputs,
+)
+from ..io import mmap_safetensors
+from .rows import ArrayRows, Rows, SeqRows, StackRows
 
 
 @dataclass
@@ -23,30 +30,20 @@ class TraceSet:
     model: str
 
 
-def _scores(path: Path, unit: str) -> tuple:
-    """(memory-mapped [0, 1] scores [n, L, U], (lo, hi) [n, L]) of one criterion file (see FORMAT.md)."""
-    q = mmap_tensor(path, unit)
-    return q, (mmap_tensor(path, f"{unit}_lo"), mmap_tensor(path, f"{unit}_hi"))
-
-
 def _seq_part(folder: Path, md_in: dict, placement: int, position: str) -> tuple:
     """(flat per-token inputs, offsets, lengths) of one folder's sequence inputs at `placement`."""
-    from ..importance.traces import SEQUENCE_FILE
-
     path = folder / SEQUENCE_FILE
     if not path.is_file():
         raise ValueError(f"{path} does not exist: the fullseq design needs per-token inputs (collect the traces "
                          "with importance.sequence_inputs: true)")
-    md = check_version(path)
+    md, seq = check_version(path), open_sequence_inputs(path)
     if md["model"] != md_in["model"] or md["ids_sha256_16"] != md_in["ids_sha256_16"]:
         raise ValueError(f"{path}: its model or examples are not those of {folder / INPUTS_FILE}")
-    try:
-        flat = mmap_tensor(path, f"predictor_seq.{placement}")
-    except KeyError:
+    if f"predictor_seq.{placement}" not in seq:
         raise ValueError(f"{path}: no per-token inputs at placement layer {placement}; it holds layers "
-                         f"{md.get('placement_layers')}") from None
-    lengths = mmap_tensor(path, "n_context" if position == "context" else "n_tokens")
-    return flat, np.asarray(mmap_tensor(path, "offsets")), np.asarray(lengths)
+                         f"{md.get('placement_layers')}")
+    lengths = seq["n_context" if position == "context" else "n_tokens"]
+    return seq[f"predictor_seq.{placement}"], np.asarray(seq["offsets"]), np.asarray(lengths)
 
 
 def load_trace_set(folders, criterion: str, position: str, placement: int, inputs: str = "flat") -> TraceSet:
@@ -73,26 +70,25 @@ def load_trace_set(folders, criterion: str, position: str, placement: int, input
                 raise ValueError(f"{p}: traces of model {md['model']!r}, expected {model!r} (one model per set)")
         if md_in["ids_sha256_16"] != md_c["ids_sha256_16"]:
             raise ValueError(f"{crit_path}: its examples are not those of {inp_path} (ids digest differs)")
-        names = set(safetensors_header(inp_path)[1])
+        inp, crit = mmap_safetensors(inp_path), mmap_safetensors(crit_path)
         if inputs == "layers":
-            lay = sorted(int(n.split(".")[2]) for n in names if n.startswith(f"layer_input.{position}."))
+            lay = sorted(int(n.split(".")[2]) for n in inp if n.startswith(f"layer_input.{position}."))
             if not lay:
                 raise ValueError(f"{inp_path}: no layer inputs (collect with --layer-inputs for DejaVu)")
-            xs.append([mmap_tensor(inp_path, f"layer_input.{position}.{l}") for l in lay])
+            xs.append([inp[f"layer_input.{position}.{l}"] for l in lay])
         elif inputs == "seq":
             xs.append(_seq_part(folder, md_in, placement, position))
         else:
             name = f"predictor_input.{position}.{placement}"
-            if name not in names:
-                held = sorted(int(n.split(".")[2]) for n in names if n.startswith(f"predictor_input.{position}."))
+            if name not in inp:
+                held = sorted(int(n.split(".")[2]) for n in inp if n.startswith(f"predictor_input.{position}."))
                 raise ValueError(f"{inp_path}: no predictor input at placement layer {placement}; the traces hold "
                                  f"layers {held}")
-            xs.append(mmap_tensor(inp_path, name))
-        crit_names = set(safetensors_header(crit_path)[1])
+            xs.append(inp[name])
         for k in kinds:
-            if k not in crit_names:  # neuron scores not kept for this criterion
+            if k not in crit:  # neuron scores not kept for this criterion
                 raise ValueError(f"{crit_path}: no per-example {k} scores stored (not kept; see neuron_traces)")
-            ys[k].append(_scores(crit_path, k))
+            ys[k].append((crit[k], (crit[f"{k}_lo"], crit[f"{k}_hi"])))  # [0, 1] scores and their (lo, hi)
         L = ys["heads"][-1][0].shape[1]
         if not 0 <= placement < L:
             raise ValueError(f"placement layer {placement} is outside the model's layers 0..{L - 1}")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .model import KINDS, Predictor
+from .model import Predictor, save_tensors
 from .rows import Rows, as_rows
 
 DESIGNS: dict[str, Design] = {}
@@ -82,7 +82,7 @@ class Design:
     @torch.no_grad()
     def predict(self, model: nn.Module, x, batch_size: int = 256) -> torch.Tensor:
         """Scores [N, L, U] on CPU in float32, computed in batches of `batch_size` inputs."""
-        x = as_rows(x) if not isinstance(x, Rows) else x
+        x = as_rows(x)
         was = model.training
         model.eval()
         dev = next(iter(model.buffers()), next(iter(model.parameters()), None)).device
@@ -127,12 +127,7 @@ class StaticScores(nn.Module):
         if not 0 <= placement < n_layers:
             raise ValueError(f"placement layer {placement!r} is outside the model's layers 0..{n_layers - 1}")
         self.L, self.H, self.F, self.placement = n_layers, n_heads, n_neurons, placement
-        self.units = {"heads": n_heads, "neurons": n_neurons}
         self.register_buffer("table", torch.zeros(n_layers, n_heads + n_neurons))
-
-    @property
-    def kinds(self) -> list[str]:
-        return [k for k in KINDS if self.units[k] > 0]
 
     def cols(self, kind: str | None) -> slice:
         return slice(0, self.H + self.F) if kind is None else \
@@ -144,15 +139,8 @@ class StaticScores(nn.Module):
 
     def save(self, path, meta: dict | None = None) -> None:
         """The table as safetensors, with its shape and `meta` as metadata."""
-        from safetensors.torch import save_file
-
-        from ..io import atomic_path
-
-        md = {"format_version": "2", "meta": json.dumps(meta or {}),
-              "config": json.dumps({"design": "static", "n_layers": self.L, "n_heads": self.H,
-                                    "n_neurons": self.F, "placement": self.placement})}
-        with atomic_path(path, suffix=".safetensors") as tmp:
-            save_file({"table": self.table.contiguous().cpu()}, str(tmp), metadata=md)
+        save_tensors(path, {"table": self.table}, {"design": "static", "n_layers": self.L, "n_heads": self.H,
+                                                   "n_neurons": self.F, "placement": self.placement}, meta)
 
 
 def load_static_table(path) -> tuple[StaticScores, dict]:
@@ -180,9 +168,6 @@ class Static(Design):
 
     def build(self, d_in, n_layers, n_heads, n_neurons, hidden_heads=2048, hidden_neurons=1024, placement=0):
         return StaticScores(n_layers, n_heads, n_neurons, placement)
-
-    def scores(self, model, x, kind=None):
-        return model(x, kind=kind)
 
     def parameters(self, model, kind):
         return []

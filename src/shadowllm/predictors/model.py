@@ -58,7 +58,7 @@ class SeqPool(nn.Module):
         self.scale = d ** -0.5
 
     def forward(self, x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        B, T, d = x.shape
+        _, T, d = x.shape
         real = torch.arange(T, device=x.device)[None] < n.to(x.device)[:, None]   # [B, T]
         q, k, v = self.qkv(x).split(d, -1)                                        # each [B, T, d]
         att = (q @ k.transpose(1, 2)) * self.scale                                # [B, T, T]
@@ -84,7 +84,7 @@ class Predictor(nn.Module):
         self.hidden = {"heads": hidden_heads, "neurons": hidden_neurons}
         self.units = {"heads": n_heads, "neurons": n_neurons}
         self.placement, self.normalize = placement, normalize
-        kinds = [k for k in KINDS if self.units[k] > 0]
+        kinds = self.kinds
         if design == "dejavu":
             self.nets = nn.ModuleDict({str(l): nn.ModuleDict({k: _mlp(d_in, self.hidden[k], self.units[k])
                                                               for k in kinds})
@@ -131,15 +131,18 @@ class Predictor(nn.Module):
 
     def save(self, path, meta: dict | None = None) -> None:
         """Weights (safetensors) with the network's config and `meta` (model, criterion, ...) as metadata."""
-        from safetensors.torch import save_file
+        save_tensors(path, self.state_dict(), self.config(), meta)
 
-        from ..io import atomic_path
 
-        md = {"format_version": str(FORMAT_VERSION), "config": json.dumps(self.config()),
-              "meta": json.dumps(meta or {})}
-        with atomic_path(path, suffix=".safetensors") as tmp:
-            save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(tmp),
-                      metadata=md)
+def save_tensors(path, tensors: dict, config: dict, meta: dict | None = None) -> None:
+    """Atomically write a predictor file: tensors + format_version, config and meta (JSON) as metadata."""
+    from safetensors.torch import save_file
+
+    from ..io import atomic_path
+
+    md = {"format_version": str(FORMAT_VERSION), "config": json.dumps(config), "meta": json.dumps(meta or {})}
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=md)
 
 
 def n_parameters(design: str, d_in: int, n_layers: int, n_heads: int, n_neurons: int, hidden_heads: int = 2048,

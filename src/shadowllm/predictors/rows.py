@@ -3,41 +3,10 @@ memory. Trace tensors are memory-mapped straight from their safetensors files, s
 its batch's rows (a big model's neuron targets are ~1.6 MB per example at OPT-13B)."""
 from __future__ import annotations
 
-import json
-import struct
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from .model import Packed
-
-_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64}
-
-
-def safetensors_header(path) -> tuple[int, dict]:
-    """(header length, tensor table {name: {dtype, shape, data_offsets}}) of a safetensors file."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    header.pop("__metadata__", None)
-    return n, header
-
-
-def mmap_tensor(path, name: str) -> np.ndarray:
-    """A read-only memory map of tensor `name` in a safetensors file (nothing is read until indexed)."""
-    path = Path(path)
-    n, header = safetensors_header(path)
-    if name not in header:
-        raise KeyError(f"{path}: no tensor {name!r}")
-    info = header[name]
-    if info["dtype"] not in _DTYPES:
-        raise ValueError(f"{path}: tensor {name!r} has dtype {info['dtype']}, expected one of {sorted(_DTYPES)}")
-    a, b = info["data_offsets"]
-    shape = tuple(info["shape"])
-    if b == a:
-        return np.zeros(shape, dtype=_DTYPES[info["dtype"]])
-    return np.memmap(path, dtype=_DTYPES[info["dtype"]], mode="r", offset=8 + n + a, shape=shape)
 
 
 def _ids(idx, n: int) -> np.ndarray:

@@ -10,40 +10,60 @@ from ..masks import Mask, mask_from_scores
 from .model import Predictor
 
 
-class PredictedMasks:
+class _InPass:
+    """What both sources share: the predictor, which position(s) it reads, and the fit to the model."""
+
+    design = ""
+
+    def __init__(self, pred: Predictor, sparsity: float, units: str, position: int | torch.Tensor | str):
+        if pred.design != self.design:
+            raise ValueError(f"{type(self).__name__} runs a {self.design!r} predictor, got design {pred.design!r}")
+        if isinstance(position, str) and position != "token":
+            raise ValueError(f"position {position!r} is not a token index, [B] indices or 'token'")
+        self.pred, self.sparsity, self.units, self.position = pred, sparsity, units, position
+        self.per_token = isinstance(position, str)
+
+    def _check_fit(self, ad: Adapter) -> None:
+        if (ad.n_layers, ad.n_heads, ad.n_neurons) != (self.pred.L, self.pred.H, self.pred.F):
+            raise ValueError(f"predictor for L={self.pred.L}, H={self.pred.H}, F={self.pred.F} does not fit the "
+                             f"model (L={ad.n_layers}, H={ad.n_heads}, F={ad.n_neurons})")
+
+    def _read(self, a: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """a [B, T, d] -> (the rows the predictor reads [N, d], the shape N unfolds to: (B, T) or (B,))."""
+        B, T = a.shape[:2]
+        if self.per_token:
+            return a.reshape(B * T, a.shape[2]), (B, T)
+        pos = self.position if torch.is_tensor(self.position) else torch.full((B,), self.position)
+        return a[torch.arange(B, device=a.device), pos.to(a.device)], (B,)
+
+    def _scores(self, x: torch.Tensor, **kw) -> torch.Tensor:
+        with torch.no_grad():
+            return self.pred(x.to(next(self.pred.parameters()).dtype), **kw).float().cpu()
+
+
+class PredictedMasks(_InPass):
     """Masks from `pred` at `sparsity`; layers 0..placement stay dense. position: the token whose predictor
     input is read ([B] indices, or an int such as -1 for the last position of every sequence), or "token":
     position t's input decides position t's mask in every later layer (causal; what per-token decoding does)."""
 
+    design = "shadowllm"
+
     def __init__(self, pred: Predictor, sparsity: float, style: str = "local", units: str = "both",
                  position: int | torch.Tensor | str = -1):
-        if pred.design != "shadowllm":
-            raise ValueError(f"PredictedMasks runs a 'shadowllm' predictor, got design {pred.design!r}")
-        if isinstance(position, str) and position != "token":
-            raise ValueError(f"position {position!r} is not a token index, [B] indices or 'token'")
-        self.pred, self.sparsity, self.style, self.units, self.position = pred, sparsity, style, units, position
-        self.per_token = isinstance(position, str)
+        super().__init__(pred, sparsity, units, position)
+        self.style = style
         self.mask: Mask | None = None          # [B, L, U] masks; per token: [B*T, L, U], position-major per sequence
-        self.shape: tuple | None = None        # (B, T) when the masks are per token
+        self.shape: tuple | None = None        # (B,) or, per token, (B, T)
         self.seen: torch.Tensor | None = None  # the predictor input that decided the current mask [B(*T), d_in]
 
     def attach(self, ad: Adapter):
-        if (ad.n_layers, ad.n_heads, ad.n_neurons) != (self.pred.L, self.pred.H, self.pred.F):
-            raise ValueError(f"predictor for L={self.pred.L}, H={self.pred.H}, F={self.pred.F} does not fit the "
-                             f"model (L={ad.n_layers}, H={ad.n_heads}, F={ad.n_neurons})")
+        self._check_fit(ad)
         return [ad.on_predictor_input(self.pred.placement, self._decide)]
 
     def _decide(self, a: torch.Tensor) -> None:
-        B = a.shape[0]                                                           # a [B, T, d_in]
-        if self.per_token:
-            self.shape = (B, a.shape[1])
-            x = a.reshape(B * a.shape[1], a.shape[2])
-        else:
-            pos = self.position if torch.is_tensor(self.position) else torch.full((B,), self.position)
-            x = a[torch.arange(B, device=a.device), pos.to(a.device)]
+        x, self.shape = self._read(a)                                            # a [B, T, d_in]
         self.seen = x.detach()
-        with torch.no_grad():
-            s = self.pred(x.to(next(self.pred.parameters()).dtype)).float().cpu()   # [B, L, H+F]
+        s = self._scores(x)                                                      # [N, L, H+F]
         H = self.pred.H
         self.mask = mask_from_scores(s[..., :H], s[..., H:], self.sparsity, self.style, units=self.units,
                                      placement=self.pred.placement)
@@ -53,8 +73,7 @@ class PredictedMasks:
             return None
         if self.mask is None:
             raise RuntimeError(f"layer {l} ran before the placement layer {self.pred.placement} decided the mask")
-        m = getattr(self.mask, unit)[:, l]                                      # [B(*T), U]
-        return m.view(*self.shape, m.shape[-1]) if self.per_token else m
+        return getattr(self.mask, unit)[:, l].view(*self.shape, -1)              # [B(, T), U]
 
     def head_mask(self, l):
         return self._of(l, "heads")
@@ -63,41 +82,29 @@ class PredictedMasks:
         return self._of(l, "neurons")
 
 
-class DejaVuMasks:
+class DejaVuMasks(_InPass):
     """Masks from per-layer ('dejavu') predictors inside the forward pass: the residual stream entering layer l
     decides layer l's mask just before layer l runs. Local top-k only: a global budget would need every layer's
     scores before the first pruned layer runs. position: as PredictedMasks ("token" = one mask per position)."""
 
+    design = "dejavu"
+
     def __init__(self, pred: Predictor, sparsity: float, units: str = "both", position: int | torch.Tensor | str = -1):
-        if pred.design != "dejavu":
-            raise ValueError(f"DejaVuMasks runs a 'dejavu' predictor, got design {pred.design!r}")
-        if isinstance(position, str) and position != "token":
-            raise ValueError(f"position {position!r} is not a token index, [B] indices or 'token'")
-        self.pred, self.sparsity, self.units, self.position = pred, sparsity, units, position
-        self.per_token = isinstance(position, str)
+        super().__init__(pred, sparsity, units, position)
         self.masks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}   # layer -> (heads, neurons) [B(, T), U]
 
     def attach(self, ad: Adapter):
-        if (ad.n_layers, ad.n_heads, ad.n_neurons) != (self.pred.L, self.pred.H, self.pred.F):
-            raise ValueError(f"predictor for L={self.pred.L}, H={self.pred.H}, F={self.pred.F} does not fit the "
-                             f"model (L={ad.n_layers}, H={ad.n_heads}, F={ad.n_neurons})")
+        self._check_fit(ad)
         self.masks = {}
         return [ad.on_layer_input(l, lambda h, l=l: self._decide(l, h))
                 for l in range(self.pred.placement + 1, self.pred.L)]
 
     def _decide(self, l: int, h: torch.Tensor) -> None:
-        B, T = h.shape[:2]                                                       # h [B, T, d]
-        if self.per_token:
-            x = h.reshape(B * T, h.shape[2])
-        else:
-            pos = self.position if torch.is_tensor(self.position) else torch.full((B,), self.position)
-            x = h[torch.arange(B, device=h.device), pos.to(h.device)]
-        with torch.no_grad():
-            s = self.pred(x.to(next(self.pred.parameters()).dtype), layer=l).float().cpu()   # [N, H+F]
+        x, shape = self._read(h)                                                 # h [B, T, d]
+        s = self._scores(x, layer=l)                                             # [N, H+F]
         s = torch.stack([torch.zeros_like(s), s], 1)    # [N, 2, H+F]: layer l as the one prunable layer after 0
         H = self.pred.H
         m = mask_from_scores(s[..., :H], s[..., H:], self.sparsity, "local", units=self.units, placement=0)
-        shape = (B, T) if self.per_token else (B,)
         self.masks[l] = (m.heads[:, 1].view(*shape, -1), m.neurons[:, 1].view(*shape, -1))
 
     def _of(self, l: int, i: int):

@@ -42,7 +42,7 @@ class _TwoLayer:
     layer. A trained predictor's head and neuron networks become one first layer (concatenated) and two parts."""
 
     def __init__(self, w1, b1, parts: list[tuple]):
-        self.w1, self.b1, self.parts = w1, b1, parts                          # parts: [(a, b, w2, b2, U)]
+        self.w1, self.b1, self.parts = w1, b1, parts                          # parts: [(a, b, w2, b2)]
 
     @classmethod
     def from_nets(cls, nets: list) -> _TwoLayer:
@@ -59,7 +59,7 @@ class _TwoLayer:
     def __call__(self, x: torch.Tensor, shape: tuple) -> torch.Tensor:
         """x [B, d] -> [B, *shape, sum U]: each part's output viewed as [B, *shape, U_part], concatenated."""
         h = linear_relu(x.to(self.w1.dtype), self.w1, self.b1)
-        if len(self.parts) == 1 and self.parts[0][:2] == (0, h.shape[1]):
+        if len(self.parts) == 1:  # one part reads every hidden unit: no slice, no concatenation
             return F.linear(h, self.parts[0][2], self.parts[0][3]).view(x.shape[0], *shape, -1)
         outs = [F.linear(h[:, a:b], w2, b2).view(x.shape[0], *shape, -1) for a, b, w2, b2 in self.parts]
         return torch.cat(outs, -1)
