@@ -16,6 +16,7 @@ STAGES = [
     "shadowllm.evaluate.cli",        # evaluate, table, report-eval
     "shadowllm.importance.cli",      # importance traces, input dependence, benchmarks
     "shadowllm.predictors.cli",      # train-predictor, predictor-table
+    "shadowllm.ablations.cli",       # ablate, ablation-table, report-ablations, ablation-bench
     "shadowllm.sparse.cli",          # sliced execution and latency
     "shadowllm.figures.cli",         # every figure, drawn from results tables
     "shadowllm.workflow_cli",        # check-config, publish

@@ -164,6 +164,49 @@ def _predictor_errors(cfg: dict) -> list[str]:
     return msgs
 
 
+def _ablation_errors(cfg: dict) -> list[str]:
+    from . import data
+
+    ab = cfg.get("ablations")
+    if ab is None:
+        return []
+    if cfg.get("evaluation") is None:
+        return ["config['ablations'] are evaluated through lm-eval: it needs an 'evaluation' section"]
+    msgs = []
+    local = set(data.task_names())
+    for t in ab["zero_shot_tasks"] or []:
+        if t not in local and t not in HUB_TASKS:
+            msgs.append(f"config['ablations']['zero_shot_tasks'] names {t!r}: expected a shipped task "
+                        f"{sorted(local)} or an lm-eval hub task {sorted(HUB_TASKS)}")
+    pr, imp = cfg.get("predictors"), cfg.get("importance")
+    need = {"static": "static", "predicted": "shadowllm", "dejavu": "dejavu"}
+    for name, g in ab["grids"].items():
+        where = f"config['ablations']['grids'][{name!r}]"
+        for src in g["source"]:
+            if src in need and (pr is None or need[src] not in pr["designs"]):
+                msgs.append(f"{where}: source {src!r} reads {need[src]!r} predictors; add {need[src]!r} to "
+                            f"predictors.designs" + ("" if pr else " (and a 'predictors' section)"))
+        fitted = [s for s in g["source"] if s in need]
+        for c in g["criterion"]:
+            if c == "all":
+                if pr is None and any(s != "random" for s in g["source"]):
+                    msgs.append(f"{where}: criterion 'all' means predictors.criteria; there is no 'predictors' section")
+            elif fitted and pr is not None and c not in pr["criteria"]:
+                msgs.append(f"{where}: criterion {c!r} has no predictors; expected one of predictors.criteria "
+                            f"{pr['criteria']}")
+            elif "oracle" in g["source"] and imp is not None and c not in imp["criteria"] and pr is None:
+                msgs.append(f"{where}: criterion {c!r} is not traced; expected one of {imp['criteria']}")
+        for shots in g["shots"] or []:
+            if g["source"] != ["static"]:
+                msgs.append(f"{where}: shots {shots} refit the static table only; expected source [static], "
+                            f"got {g['source']}")
+            bad = [k for k in shots if imp is None or k not in imp["shots"]]
+            if bad:
+                msgs.append(f"{where}: shots {shots} names untraced k {bad}; expected traced shots "
+                            f"{imp['shots'] if imp else []}")
+    return msgs
+
+
 def _latency_errors(cfg: dict) -> list[str]:
     from .sparse.shapes import parse_size
 
@@ -187,7 +230,8 @@ def _latency_errors(cfg: dict) -> list[str]:
 
 def semantic_errors(cfg: dict, root: Path = Path(".")) -> list[str]:
     """Checks on a schema-valid configuration with its defaults filled."""
-    return _task_errors(cfg) + _model_errors(cfg, root) + _predictor_errors(cfg) + _latency_errors(cfg)
+    return (_task_errors(cfg) + _model_errors(cfg, root) + _predictor_errors(cfg) + _ablation_errors(cfg)
+            + _latency_errors(cfg))
 
 
 def validate(cfg: dict, root: Path = Path(".")) -> dict:

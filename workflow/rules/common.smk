@@ -6,6 +6,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from shadowllm.ablations.grid import PATH as AB_PATH, Point, expand as _expand_ablations, pooled_shots, tasks_of
 from shadowllm.config import ConfigError, latency_bench, validate as _validate_config
 
 try:  # every stage's keys, with messages naming the bad value, before any job runs; fills schema defaults
@@ -57,6 +58,7 @@ wildcard_constraints:
     design="[a-z]+",
     position="[a-z]+",
     normalize="[a-z_]+",
+    shots=r"[0-9+]+|none",
 
 
 # ---- models ------------------------------------------------------------------------------------------
@@ -232,13 +234,15 @@ def lat_csvs():
 # ---- figures, reports and what the run publishes ---------------------------------------------------
 
 LAT_FIGURES = ["latency_vs_size", "latency_vs_sparsity", "latency_vs_genlen"]
+AB_FIGURES = ["ablation_criteria_ppl", "ablation_criteria_acc", "ablation_styles", "ablation_fewshot",
+              "ablation_sources", "ablation_protocols", "ablation_per_task"]
 PRED_FIGURES = ["predictors_by_criterion", "predictors_by_design", "predictors_by_placement"]
 
 
 def final_outputs():
     """(result path, committed path) of every final figure and report of this configuration."""
     out = []
-    for m in (MODELS if EVAL else []):
+    for m in (MODELS if EVAL and (MASKS or not AB) else []):
         out += [(f"{R}/figures/{m}/eval_vs_sparsity.png", f"figures/{m}/eval_vs_sparsity.png"),
                 (f"{R}/reports/{m}/eval.md", f"reports/{m}/eval.md")]
     for m in (MODELS if IMP and IMP["tasks"] else []):
@@ -246,6 +250,10 @@ def final_outputs():
     for m in (MODELS if config.get("predictors") else []):
         out += [(f"{R}/figures/{m}/{f}.png", f"figures/{m}/{f}.png") for f in PRED_FIGURES]
         out.append((f"{R}/tables/{m}/predictors.csv", f"reports/{m}/predictors.csv"))
+    for m in (MODELS if AB else []):
+        out += [(f"{R}/figures/{m}/{f}.png", f"figures/{m}/{f}.png") for f in AB_FIGURES]
+        out += [(f"{R}/tables/{m}/ablations.csv", f"reports/{m}/ablations.csv"),
+                (f"{R}/reports/{m}/ablations.md", f"reports/{m}/ablations.md")]
     if LAT:
         out += [(f"{R}/figures/{f}.png", f"figures/{f}.png") for f in LAT_FIGURES]
         out += [(f"{R}/latency/latency.csv", f"reports/latency_{LAT['device'].split(':')[0]}.csv"),
@@ -277,14 +285,16 @@ PRED_POINT = "criterion={criterion}/design={design}/position={position}/placemen
 
 def pred_points():
     """Every predictor grid point: criteria x designs x positions at the placement, the first criterion's extra
-    designs, plus the placement sweep."""
+    positions and designs, plus the placement sweep."""
     if not PR:
         return []
     pts = [dict(criterion=c, design=d, position=p, placement=PR["placement"], normalize=PR["normalize"])
            for c in PR["criteria"] for d in PR["designs"] for p in PR["positions"]]
-    pts += [dict(criterion=PR["criteria"][0], design=d, position=p, placement=PR["placement"],
-                 normalize=PR["normalize"])
-            for d in PR["first_criterion_designs"] if d not in PR["designs"] for p in PR["positions"]]
+    c0, extra = PR["criteria"][0], [p for p in PR["first_criterion_positions"] if p not in PR["positions"]]
+    pts += [dict(criterion=c0, design=d, position=p, placement=PR["placement"], normalize=PR["normalize"])
+            for d in PR["designs"] for p in extra]
+    pts += [dict(criterion=c0, design=d, position=p, placement=PR["placement"], normalize=PR["normalize"])
+            for d in PR["first_criterion_designs"] if d not in PR["designs"] for p in PR["positions"] + extra]
     pts += [dict(criterion=PR["criteria"][0], design=d, position="context", placement=pl, normalize=PR["normalize"])
             for pl in PR["placement_sweep"] for d in ("shadowllm", "static") if d in PR["designs"]]
     return pts
@@ -307,9 +317,70 @@ def pred_trace_files(wildcards):
     return [f"{d}/{n}" for d in pred_traces(wildcards) for n in names]
 
 
+def pred_threads():
+    return (PR["threads"] or THREADS) if PR else THREADS
+
+
 def pred_flags():
     keys = ("lr", "weight_decay", "val_fraction", "patience", "held_out")
     flags = [f"--{k.replace('_', '-')} {PR[k]}" for k in keys]
     flags += [f"--{s.replace('_', '-')}-{kind} {PR[kind][s]}" for kind in ("heads", "neurons")
               for s in ("hidden", "epochs", "batch_size")]
     return " ".join(flags) + " --sparsities " + " ".join(str(s) for s in PR["sparsities"])
+
+
+# ---- ablations -----------------------------------------------------------------------------------
+
+AB = config.get("ablations")
+AB_POINTS = _expand_ablations(config) if AB else {}  # point -> with zero-shot
+AB_DESIGN_POSITION = "context"  # predictors and static tables read at the last context token when trained
+
+
+def ab_jsons(wildcards):
+    return [f"{R}/ablations/{wildcards.model}/{p.path()}.json" for p in AB_POINTS]
+
+
+def ab_point(wildcards):
+    p = Point.from_wildcards(wildcards)
+    if p not in AB_POINTS:
+        raise WorkflowError(f"{p.path()} is not a point of config['ablations']")
+    return p
+
+
+def ab_predictor(wildcards):
+    """The predictor file or static table a point reads ([] for dense, random, oracle)."""
+    p = ab_point(wildcards)
+    if p.design == "none":
+        return []
+    if p.design == "static" and p.shots != pooled_shots(config):
+        return [f"{R}/predictors/{wildcards.model}/fewshot/shots={p.shots}/criterion={p.criterion}/"
+                f"placement={p.placement}/predictor.safetensors"]
+    pt = PRED_POINT.format(criterion=p.criterion, design=p.design, position=AB_DESIGN_POSITION,
+                           placement=p.placement, normalize=PR["normalize"])
+    return [f"{R}/predictors/{wildcards.model}/{pt}/predictor.safetensors"]
+
+
+def ab_tasks(wildcards):
+    """--ppl-task / --tasks of a point: perplexity unless under prompt, zero-shot where the grid asks."""
+    p = ab_point(wildcards)
+    zs = AB["zero_shot_tasks"] or EVAL["tasks"]
+    tasks = tasks_of(p, EVAL["ppl_task"], zs, AB_POINTS[p])
+    ppl = [t for t in tasks if t == EVAL["ppl_task"]]
+    flags = f"--ppl-task {ppl[0]}" if ppl else ""
+    rest = [t for t in tasks if t != EVAL["ppl_task"]]
+    return flags + (f" --tasks {','.join(rest)}" if rest else "")
+
+
+def ab_limits():
+    return " ".join(f"--{k.replace('_', '-')} {AB[k]}" for k in ("ppl_limit", "limit") if AB and AB[k])
+
+
+def ab_threads():
+    return (AB["threads"] or THREADS) if AB else THREADS
+
+
+def fewshot_traces(wildcards):
+    """The trace files a few-shot static table is fitted on: every traced task at the named shots."""
+    ks = [int(k) for k in wildcards.shots.split("+")]
+    return [f"{R}/importance/{wildcards.model}/{t}/k{k}/{n}" for t in IMP["tasks"] for k in ks
+            for n in ("inputs.safetensors", f"{wildcards.criterion}.safetensors")]

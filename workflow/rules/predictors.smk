@@ -17,7 +17,7 @@ rule train_predictor:
         f"{L}/predictors/{{model}}/{PRED_POINT}.log",
     benchmark:
         f"{B}/predictors/{{model}}/{PRED_POINT}.tsv"
-    threads: THREADS
+    threads: pred_threads()
     resources:
         mem_mb=mem_mb_for(2000, 8000),
         runtime=runtime_for(10, 60),

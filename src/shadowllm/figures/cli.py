@@ -1,4 +1,4 @@
-"""Subcommands: plot-eval, plot-dependence, plot-predictors, latency-figures (each reads results tables only)."""
+"""Subcommands: plot-eval, plot-dependence, plot-predictors, plot-ablations, latency-figures (each reads results tables only)."""
 from __future__ import annotations
 
 
@@ -21,6 +21,13 @@ def cmd_plot_predictors(args):
         print(f"[figures] wrote {o}")
 
 
+def cmd_plot_ablations(args):
+    from .ablations import ablation_figures
+
+    for o in ablation_figures(args.table, args.outdir, title=args.title):
+        print(f"[figures] wrote {o}")
+
+
 def cmd_latency_figures(args) -> int:
     from .latency import latency_figures, latency_table
 
@@ -39,6 +46,8 @@ ONE_TABLE = [
      cmd_plot_dependence),
     ("plot-predictors", "predictor quality per criterion, design and placement", "--table", "--outdir",
      cmd_plot_predictors),
+    ("plot-ablations", "ablation figures (paper Figs. 3, 6-10 and the protocols) from the ablation table", "--table",
+     "--outdir", cmd_plot_ablations),
 ]
 
 

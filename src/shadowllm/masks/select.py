@@ -18,8 +18,9 @@ def topk_mask(scores: torch.Tensor, sparsity: float, style: str = "global", min_
     global: exactly round((1 - sparsity) * N) units over all prunable layers, N = their unit count.
     hybrid: global, but each prunable layer keeps at least `min_keep` units (its best ones); the
             extra units are taken from the lowest-ranked global picks so the total stays exact.
-    Layers 0..placement are never pruned (placement 0: layer 0 kept, the paper's setting) and do not count
-    in N. A model with no layer after the placement has nothing to prune: only sparsity 0 is accepted.
+    Ties are broken by position (the lower layer, then the lower unit index, is kept), so the same scores
+    always give the same mask. Layers 0..placement are never pruned (placement 0: layer 0 kept, the paper's
+    setting) and do not count in N. A model with no layer after the placement has nothing to prune: only sparsity 0 is accepted.
     """
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity {sparsity!r} is outside [0, 1)")
@@ -40,31 +41,45 @@ def topk_mask(scores: torch.Tensor, sparsity: float, style: str = "global", min_
         return torch.ones(B, L, U)
     s = scores[:, first:].float()
     Lp = L - first
-    mask = torch.zeros(B, Lp, U)
     if style == "local":
-        k = int(round((1 - sparsity) * U))
-        idx = s.topk(k, dim=-1).indices
-        mask.scatter_(-1, idx, 1.0)
+        mask = _keep_top(s, int(round((1 - sparsity) * U)))
     else:
         k = int(round((1 - sparsity) * Lp * U))
-        flat = s.reshape(B, -1)
-        order = flat.argsort(dim=-1, descending=True)
-        mflat = torch.zeros(B, Lp * U)
-        mflat.scatter_(-1, order[:, :k], 1.0)
-        mask = mflat.view(B, Lp, U)
+        mask = _keep_top(s.reshape(B, -1), k).view(B, Lp, U)
         if style == "hybrid":
+            order = _ranked(s.reshape(B, -1))                               # [B, Lp*U], best first
             mk = min(min_keep, U)
             if k < mk * Lp:
-                raise ValueError(f"sparsity {sparsity} keeps {k} units, fewer than min_keep={mk} x {Lp} layers")
-            best = s.topk(mk, dim=-1).indices
-            forced = torch.zeros_like(mask).scatter_(-1, best, 1.0)
-            for b in range(B):
-                need = int(((forced[b] == 1) & (mask[b] == 0)).sum())
-                mask[b] = torch.maximum(mask[b], forced[b])
-                if need:  # drop the `need` lowest-ranked picks that were not forced
-                    droppable = [i for i in order[b, :k].flip(0).tolist() if forced[b].view(-1)[i] == 0]
-                    mask[b].view(-1)[droppable[:need]] = 0.0
+                raise ValueError(f"sparsity {sparsity} keeps {k} units, fewer than the hybrid floor of {mk} per "
+                                 f"layer x {Lp} layers")
+            forced = _keep_top(s, mk).view(B, -1)
+            picked = mask.reshape(B, -1)
+            need = ((forced == 1) & (picked == 0)).sum(-1)                     # [B] floor units not picked
+            # the global picks that are not forced, worst first: the first `need` of them make room
+            rank = torch.empty_like(order).scatter_(-1, order, torch.arange(Lp * U).expand(B, -1))
+            drop_key = torch.where((picked == 1) & (forced == 0), rank, -1)
+            worst = _ranked(drop_key.float())                                   # droppable units, worst first
+            drop = torch.arange(Lp * U)[None] < need[:, None]
+            picked = picked.scatter(-1, worst, torch.where(drop, 0.0, picked.gather(-1, worst)))
+            mask = torch.maximum(picked, forced).view(B, Lp, U)
     return torch.cat([torch.ones(B, first, U), mask], dim=1)
+
+
+def _keep_top(s: torch.Tensor, k: int) -> torch.Tensor:
+    """0/1 over the last dim: its k highest scores, equal scores taken lowest index first (what a stable
+    descending sort keeps), in linear time: the k-th largest value, then the ties at it from the left."""
+    n = s.shape[-1]
+    if k <= 0 or k >= n:
+        return torch.full(s.shape, float(k >= n))
+    thr = s.kthvalue(n - k + 1, dim=-1, keepdim=True).values                 # the k-th largest
+    above, tie = s > thr, s == thr
+    need = k - above.sum(-1, keepdim=True)
+    return (above | (tie & (tie.cumsum(-1) <= need))).float()
+
+
+def _ranked(s: torch.Tensor) -> torch.Tensor:
+    """Indices along the last dim, highest score first; equal scores keep their index order (stable)."""
+    return torch.sort(s, dim=-1, descending=True, stable=True).indices
 
 
 def random_scores(ad: Adapter, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,15 +88,16 @@ def random_scores(ad: Adapter, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def mask_from_scores(head_scores, neuron_scores, sparsity: float, style: str = "global",
-                     min_neurons: int = 256, units: str = "both", placement: int = 0) -> Mask:
-    """Same sparsity for heads and neurons (the paper's setting); hybrid keeps >= 1 head, >= 256 neurons.
+                     min_neurons: int = 256, units: str = "both", placement: int = 0, min_heads: int = 1) -> Mask:
+    """Same sparsity for heads and neurons (the paper's setting); hybrid keeps >= min_heads heads and
+    >= min_neurons neurons per layer (the paper: 1 and 256; capped at the layer's width).
 
     units "heads" / "neurons" prunes only that kind and keeps every unit of the other."""
     if units not in UNITS:
         raise ValueError(f"units {units!r} is not one of {UNITS}")
     hs = head_scores if head_scores.dim() == 3 else head_scores[None]
     ns = neuron_scores if neuron_scores.dim() == 3 else neuron_scores[None]
-    heads = topk_mask(hs, sparsity, style, min_keep=1, placement=placement) if units != "neurons" \
+    heads = topk_mask(hs, sparsity, style, min_keep=min(min_heads, hs.shape[-1]), placement=placement) if units != "neurons" \
         else torch.ones(hs.shape)
     neurons = topk_mask(ns, sparsity, style, min_keep=min(min_neurons, ns.shape[-1]), placement=placement) \
         if units != "heads" else torch.ones(ns.shape)

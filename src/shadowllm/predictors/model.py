@@ -183,3 +183,12 @@ def load_predictor(path, expect: dict | None = None) -> tuple[Predictor, dict]:
     pred = Predictor(**cfg)
     pred.load_state_dict(load_file(str(path)))
     return pred.eval(), json.loads(md.get("meta", "{}"))
+
+
+def read_meta(path) -> dict:
+    """The grid point a predictor file or static table was trained for (its `meta`), without loading weights."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        md = f.metadata() or {}
+    return json.loads(md.get("meta", "{}"))

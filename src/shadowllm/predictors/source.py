@@ -24,6 +24,9 @@ class _InPass:
         self.per_token = isinstance(position, str)
 
     def _check_fit(self, ad: Adapter) -> None:
+        self.n_neurons = ad.n_neurons
+        if self.pred.F == 0 and self.units == "heads" and (ad.n_layers, ad.n_heads) == (self.pred.L, self.pred.H):
+            return                                         # a head-only criterion's predictor: every neuron kept
         if (ad.n_layers, ad.n_heads, ad.n_neurons) != (self.pred.L, self.pred.H, self.pred.F):
             raise ValueError(f"predictor for L={self.pred.L}, H={self.pred.H}, F={self.pred.F} does not fit the "
                              f"model (L={ad.n_layers}, H={ad.n_heads}, F={ad.n_neurons})")
@@ -37,8 +40,12 @@ class _InPass:
         return a[torch.arange(B, device=a.device), pos.to(a.device)], (B,)
 
     def _scores(self, x: torch.Tensor, **kw) -> torch.Tensor:
+        """[..., H+F] scores; a head-only predictor's neuron columns are zeros (units 'heads' keeps them all)."""
         with torch.no_grad():
-            return self.pred(x.to(next(self.pred.parameters()).dtype), **kw).float().cpu()
+            s = self.pred(x.to(next(self.pred.parameters()).dtype), **kw).float().cpu()
+        if self.pred.F == 0:
+            s = torch.cat([s, torch.zeros(*s.shape[:-1], self.n_neurons)], -1)
+        return s
 
 
 class PredictedMasks(_InPass):
@@ -49,9 +56,9 @@ class PredictedMasks(_InPass):
     design = "shadowllm"
 
     def __init__(self, pred: Predictor, sparsity: float, style: str = "local", units: str = "both",
-                 position: int | torch.Tensor | str = -1):
+                 position: int | torch.Tensor | str = -1, min_heads: int = 1, min_neurons: int = 256):
         super().__init__(pred, sparsity, units, position)
-        self.style = style
+        self.style, self.floors = style, {"min_heads": min_heads, "min_neurons": min_neurons}
         self.mask: Mask | None = None          # [B, L, U] masks; per token: [B*T, L, U], position-major per sequence
         self.shape: tuple | None = None        # (B,) or, per token, (B, T)
         self.seen: torch.Tensor | None = None  # the predictor input that decided the current mask [B(*T), d_in]
@@ -66,7 +73,7 @@ class PredictedMasks(_InPass):
         s = self._scores(x)                                                      # [N, L, H+F]
         H = self.pred.H
         self.mask = mask_from_scores(s[..., :H], s[..., H:], self.sparsity, self.style, units=self.units,
-                                     placement=self.pred.placement)
+                                     placement=self.pred.placement, **self.floors)
 
     def _of(self, l: int, unit: str):
         if l <= self.pred.placement:

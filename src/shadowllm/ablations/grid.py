@@ -1,0 +1,142 @@
+"""The ablation grid as data: mask sources, protocols, the axes of a grid point and the expansion of the config's
+named sub-grids into points (shared by the workflow, the CLI and the figures)."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+
+from ..masks import PRUNE_STYLES, UNITS
+
+# What a mask may see. sequence: the last input token of the scored sequence (context + candidate as lm-eval
+# feeds it; for perplexity the whole window), the authors' accuracy setting. prompt: the last context token, one
+# mask per question shared by its choices. token: position t decides position t's mask (causal decoding).
+PROTOCOLS = ("sequence", "prompt", "token")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """How a mask source behaves on the grid."""
+    name: str
+    design: str              # the predictor design whose file it reads ("none": reads no predictor file)
+    protocols: tuple         # the protocols it runs under; input-independent sources have one pseudo-protocol
+    styles: tuple = PRUNE_STYLES
+    criterion: bool = True   # whether it ranks by a criterion
+    doc: str = ""
+
+
+SOURCES = {s.name: s for s in (
+    SourceSpec("dense", "none", ("none",), ("none",), False, "no mask: the unpruned model"),
+    SourceSpec("random", "none", ("none",), PRUNE_STYLES, False, "uniform random scores (seeded): the floor"),
+    SourceSpec("static", "static", ("none",), PRUNE_STYLES, True,
+               "the criterion's calibration mean: one mask for every input"),
+    SourceSpec("predicted", "shadowllm", PROTOCOLS, PRUNE_STYLES, True,
+               "one predictor at the placement layer decides every later layer's mask in the same pass"),
+    SourceSpec("dejavu", "dejavu", PROTOCOLS, ("local",), True,
+               "per-layer predictors, each reading its own layer's input (local top-k only)"),
+    SourceSpec("oracle", "none", ("gold",), PRUNE_STYLES, True,
+               "the criterion computed on the evaluated input with its gold answer: a ceiling"),
+)}
+
+AXES = ["model", "source", "design", "criterion", "shots", "placement", "style", "units", "protocol", "sparsity"]
+COLUMNS = AXES + ["task", "metric", "value"]
+# the wildcards of a point's path (design follows from the source)
+PATH = ("source={source}/criterion={criterion}/shots={shots}/placement={placement}/style={style}/units={units}/"
+        "protocol={protocol}/sparsity={sparsity}")
+
+
+@dataclass(frozen=True)
+class Point:
+    source: str
+    criterion: str = "none"
+    shots: str = "none"      # the traces' shots a static table or predictor was fitted on, e.g. "0+5"
+    placement: int = 0
+    style: str = "none"
+    units: str = "none"
+    protocol: str = "none"
+    sparsity: float = 0.0
+
+    @property
+    def design(self) -> str:
+        return SOURCES[self.source].design
+
+    def path(self) -> str:
+        return PATH.format(**asdict(self))
+
+    def axes(self, model: str) -> dict:
+        return {"model": model, **asdict(self), "design": self.design}
+
+    def check(self) -> Point:
+        """Raise ValueError naming the first bad axis value."""
+        if self.source not in SOURCES:
+            raise ValueError(f"mask source {self.source!r} is not one of {sorted(SOURCES)}")
+        spec = SOURCES[self.source]
+        if self.protocol not in spec.protocols:
+            raise ValueError(f"protocol {self.protocol!r} is not one of {list(spec.protocols)} for source "
+                             f"{self.source!r}" + (f" (protocols: {list(PROTOCOLS)})" if spec.protocols == PROTOCOLS
+                                                   else ""))
+        if self.style not in spec.styles:
+            raise ValueError(f"style {self.style!r} is not one of {list(spec.styles)} for source {self.source!r}")
+        if self.source != "dense":
+            if self.units not in UNITS:
+                raise ValueError(f"units {self.units!r} is not one of {list(UNITS)}")
+            if not 0.0 <= float(self.sparsity) < 1.0:
+                raise ValueError(f"sparsity {self.sparsity!r} is outside [0, 1)")
+        if spec.criterion == (self.criterion == "none"):
+            raise ValueError(f"source {self.source!r} " + ("ranks by a criterion; got criterion 'none'"
+                                                          if spec.criterion else
+                                                          f"takes no criterion; got {self.criterion!r}"))
+        return self
+
+    @classmethod
+    def from_wildcards(cls, wc) -> Point:
+        d = dict(wc)
+        return cls(source=d["source"], criterion=d["criterion"], shots=d["shots"], placement=int(d["placement"]),
+                   style=d["style"], units=d["units"], protocol=d["protocol"], sparsity=float(d["sparsity"]))
+
+
+DENSE = Point("dense")
+
+
+def shots_label(shots) -> str:
+    """[0, 5] -> '0+5' (the value of the shots axis)."""
+    return "+".join(str(int(k)) for k in sorted(shots))
+
+
+def pooled_shots(cfg: dict) -> str:
+    """The shots label of the traces the predictors pool (predictors.shots, else every traced k)."""
+    pr, imp = cfg.get("predictors") or {}, cfg.get("importance") or {}
+    return shots_label(pr.get("shots") or imp.get("shots") or [0])
+
+
+def expand(cfg: dict) -> dict[Point, bool]:
+    """A validated config (defaults filled) -> {point: with zero-shot}, the dense point first (with zero-shot).
+
+    Input-independent sources collapse their protocols into one point; dejavu runs local; a head-only criterion
+    runs with units 'heads' only; a point named by two sub-grids gets zero-shot if either asks for it."""
+    from ..importance.criteria import get_criteria, supports
+
+    ab = cfg["ablations"]
+    pr = cfg.get("predictors") or {}
+    placement = pr.get("placement", 0)
+    all_crits = pr.get("criteria") or (cfg.get("importance") or {}).get("criteria", [])
+    out: dict[Point, bool] = {DENSE: True}
+    for g in ab["grids"].values():
+        crits = all_crits if "all" in g["criterion"] else g["criterion"]
+        for src, crit, style, units, proto, sp, shots in itertools.product(
+                g["source"], crits, g["style"], g["units"], g["protocol"], g["sparsity"] or ab["sparsity"],
+                g["shots"] or [None]):
+            spec = SOURCES[src]
+            if spec.criterion and units != "heads" and not supports(get_criteria([crit])[0], "neurons"):
+                units = "heads"
+            p = Point(src, crit if spec.criterion else "none",
+                      (shots_label(shots) if shots else pooled_shots(cfg)) if spec.design != "none" else "none",
+                      placement, style if style in spec.styles else spec.styles[0], units,
+                      proto if proto in spec.protocols else spec.protocols[0], float(sp)).check()
+            out[p] = out.get(p, False) or g["zero_shot"]
+    return out
+
+
+def tasks_of(p: Point, ppl_task: str, tasks: list[str], zero_shot: bool) -> list[str]:
+    """What a point evaluates: perplexity unless the protocol has no prompt to read (prompt), plus zero-shot."""
+    out = [] if p.protocol == "prompt" else [ppl_task]
+    return out + (list(tasks) if zero_shot or p.protocol == "prompt" else [])

@@ -1,0 +1,127 @@
+rule fewshot_static:
+    """A static table fitted on the traces of some shots only (the few-shot ablation, paper Fig. 8)."""
+    input:
+        fewshot_traces,
+    output:
+        f"{R}/predictors/{{model}}/fewshot/shots={{shots}}/criterion={{criterion}}/placement={{placement}}/predictor.safetensors",
+    params:
+        traces=lambda wc, input: sorted({os.path.dirname(f) for f in input}),
+        out=lambda wc, output: os.path.dirname(output[0]),
+        flags=pred_flags() if PR else "",
+        normalize=PR["normalize"] if PR else "",
+        seed=SEED,
+    conda:
+        CONDA_ENV
+    log:
+        f"{L}/predictors/{{model}}/fewshot/shots={{shots}}/criterion={{criterion}}/placement={{placement}}.log",
+    benchmark:
+        f"{B}/predictors/{{model}}/fewshot/shots={{shots}}/criterion={{criterion}}/placement={{placement}}.tsv"
+    threads: pred_threads()
+    resources:
+        mem_mb=mem_mb_for(1000, 4000),
+        runtime=runtime_for(5, 10),
+        gpu=0,
+    shell:
+        "shadowllm train-predictor --traces {params.traces} --criterion {wildcards.criterion} --design static "
+        "--position context --placement {wildcards.placement} --normalize {params.normalize} {params.flags} "
+        "--seed {params.seed} --threads {threads} --out-dir {params.out} > {log} 2>&1"
+
+
+rule ablate:
+    """One ablation grid point: its masks (source, criterion, style, units, protocol, sparsity) through lm-eval."""
+    input:
+        model=model_input,
+        tasks=TASK_DIR,
+        predictor=ab_predictor,
+    output:
+        f"{R}/ablations/{{model}}/{AB_PATH}.json",
+    params:
+        flags=model_flags,
+        tasks=ab_tasks,
+        limits=ab_limits(),
+        predictor=lambda wc, input: f"--predictor {input.predictor}" if input.predictor else "",
+        batch_size=AB["batch_size"] if AB else 0,
+        hybrid=f"--min-heads {AB['hybrid']['min_heads']} --min-neurons {AB['hybrid']['min_neurons']}" if AB else "",
+        seed=SEED,
+    conda:
+        CONDA_ENV
+    log:
+        f"{L}/ablations/{{model}}/{AB_PATH}.log",
+    benchmark:
+        f"{B}/ablations/{{model}}/{AB_PATH}.tsv"
+    threads: ab_threads()
+    resources:
+        mem_mb=mem_mb_for(3000, 4000),
+        runtime=runtime_for(20, 30),
+        gpu=MODEL_GPU,
+    shell:
+        "shadowllm ablate {params.flags} --threads {threads} --model-name {wildcards.model} "
+        "--source {wildcards.source} --criterion {wildcards.criterion} --shots {wildcards.shots} "
+        "--placement {wildcards.placement} --style {wildcards.style} --units {wildcards.units} "
+        "--protocol {wildcards.protocol} --sparsity {wildcards.sparsity} {params.predictor} {params.hybrid} "
+        "{params.tasks} --include {input.tasks} {params.limits} --batch-size {params.batch_size} "
+        "--seed {params.seed} --out {output} > {log} 2>&1"
+
+
+rule ablation_table:
+    """Every grid point of a model in one tidy CSV: one column per axis, then task, metric, value."""
+    input:
+        ab_jsons,
+    output:
+        f"{R}/tables/{{model}}/ablations.csv",
+    conda:
+        CONDA_ENV
+    log:
+        f"{L}/tables/{{model}}/ablations.log",
+    benchmark:
+        f"{B}/tables/{{model}}/ablations.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+        gpu=0,
+    shell:
+        "shadowllm ablation-table --out {output} {input} > {log} 2>&1"
+
+
+rule figure_ablations:
+    """Perplexity and accuracy against sparsity per criterion, style, shots, source and protocol (paper Figs.
+    3, 6-10), drawn from the ablation table alone."""
+    input:
+        f"{R}/tables/{{model}}/ablations.csv",
+    output:
+        report(expand(f"{R}/figures/{{{{model}}}}/{{fig}}.{{ext}}", fig=AB_FIGURES, ext=["png", "pdf"]),
+               caption="../report/ablations.rst", category="Ablations"),
+    params:
+        outdir=lambda wc, output: os.path.dirname(output[0]),
+    conda:
+        CONDA_ENV
+    log:
+        f"{L}/figures/{{model}}/ablations.log",
+    benchmark:
+        f"{B}/figures/{{model}}/ablations.tsv"
+    resources:
+        mem_mb=1500,
+        runtime=5,
+        gpu=0,
+    shell:
+        "shadowllm plot-ablations --table {input} --title {wildcards.model} --outdir {params.outdir} > {log} 2>&1"
+
+
+rule report_ablations:
+    """The ablation table as reviewable Markdown: per criterion, per source and protocol, styles, shots."""
+    input:
+        f"{R}/tables/{{model}}/ablations.csv",
+    output:
+        f"{R}/reports/{{model}}/ablations.md",
+    conda:
+        CONDA_ENV
+    log:
+        f"{L}/reports/{{model}}/ablations.log",
+    benchmark:
+        f"{B}/reports/{{model}}/ablations.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+        gpu=0,
+    shell:
+        "shadowllm report-ablations --table {input} --model {wildcards.model} --out {output} > {log} 2>&1"
