@@ -8,7 +8,8 @@
 # Facts this relies on:
 #  * the config must be /etc/slurm/slurm.conf: the jobstep plugin drops SLURM_CONF before its inner srun;
 #  * there is no slurmdbd, so the Snakemake profile must use `slurm-status-command: squeue`, and MinJobAge
-#    must stay >= 300 so that finished jobs remain visible to squeue long enough;
+#    must stay >= 300 so that finished jobs remain visible to squeue long enough (3600: the whole test-small
+#    run, ablations included, stays visible until the test checks every job's final state);
 #  * fake GPUs: `Gres=gpu:fake:N` on the node plus one gres.conf line per GPU with its own File=.
 # Idempotent: if a cluster started from the same DIR with the same settings is up, it says so and exits 0.
 # If SLURM daemons run that this DIR did not start, it fails with a message naming what to stop.
@@ -61,7 +62,7 @@ JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/none
 MpiDefault=none
 ReturnToService=2
-MinJobAge=300
+MinJobAge=3600
 KillWait=5
 SchedulerParameters=sched_interval=1
 GresTypes=gpu

@@ -20,6 +20,8 @@ def save(fig, path, inputs=None, **savefig_kw) -> Path:
     from ..provenance import write_meta
 
     path = Path(path)
+    if path.suffix == ".pdf":  # no creation date: the same figure gives the same bytes on every run
+        savefig_kw.setdefault("metadata", {"CreationDate": None})
     with atomic_path(path, suffix=path.suffix) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip("."), **savefig_kw)
     write_meta(path, config={"figure": path.name, "sources": [str(p) for p in inputs or []]}, inputs=inputs or [])
