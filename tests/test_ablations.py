@@ -372,3 +372,57 @@ def test_ablate_cli_writes_a_point_and_the_table_reads_it(saved_tiny, task_dir, 
     assert set(df.metric) == {"acc", "acc_norm"} and (df.sparsity == 0.5).all()
     with pytest.raises(ValueError, match="two results for one grid point"):
         load_results([out, out])
+
+
+def test_report_tables_carry_the_table_values():
+    import pandas as pd
+
+    from shadowllm.ablations.report import report_markdown
+
+    rows = []
+    pts = [Point("dense"), Point("static", "plainact", "0+5", 0, "global", "both", "none", 0.5),
+           Point("static", "l2_norm", "0+5", 0, "global", "both", "none", 0.5),
+           Point("predicted", "plainact", "0+5", 0, "global", "both", "prompt", 0.5)]
+    for i, p in enumerate(pts):
+        ax = p.axes("m")
+        if p.protocol != "prompt":
+            rows.append({**ax, "task": "corpus_test", "metric": "word_perplexity", "value": 100.0 + 11 * i})
+        for t, a in (("a", 0.25 + 0.125 * i), ("b", 0.5)):
+            rows.append({**ax, "task": t, "metric": "acc", "value": a})
+    md = report_markdown(pd.DataFrame(rows), "m")
+    assert "Dense: perplexity 100, mean accuracy 0.375." in md                  # (0.25 + 0.5) / 2
+    crit = md.split("Units: both.")[1].split("##")[0]
+    cells = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in crit.splitlines()
+             if r.startswith("| ") and "ppl" not in r}
+    assert cells == {"l2_norm": ["122", "0.5"], "plainact": ["111", "0.438"]}  # ppl, mean acc at 50 %
+    per_task = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
+                for r in md.split("accuracy minus dense")[1].splitlines() if r.startswith("| ") and " a " not in r}
+    assert per_task["predicted (global, prompt)"] == ["0.375", "0"]            # 0.625 - 0.25 on a, 0 on b
+    assert per_task["static (global, none)"] == ["0.125", "0"]
+
+
+def test_ablation_bench_times_every_protocol_against_dense(saved_tiny, task_dir, tmp_path, capsys):
+    import pandas as pd
+
+    from shadowllm.cli import main
+    from shadowllm.loading import load_model
+
+    path, _ = saved_tiny
+    ad = get_adapter(load_model(str(path))[0])
+    pred = tmp_path / "p.safetensors"
+    _pred(ad).save(pred, meta={"model": "m", "criterion": "plainact", "design": "shadowllm", "placement": 0})
+    out = tmp_path / "bench.csv"
+    rc = main(["ablation-bench", "--model", str(path), "--model-name", "m", "--source", "predicted", "--criterion",
+               "plainact", "--style", "global", "--units", "both", "--protocol", "sequence", "--sparsity", "0.5",
+               "--predictor", str(pred), "--min-neurons", "8", "--ppl-task", "corpus_test", "--ppl-limit", "2",
+               "--tasks", "bb_cause_and_effect", "--limit", "6", "--include", str(task_dir), "--repeats", "1",
+               "--out", str(out)])
+    assert rc == 0
+    df = pd.read_csv(out)
+    zs = df[df.part == "zero-shot"].set_index("run")
+    assert list(zs.index) == ["stock HFLM, dense", "masked LM, dense", "predicted sequence", "predicted prompt",
+                              "predicted token"]
+    assert "predicted prompt" not in set(df[df.part == "perplexity"].run)   # no prompt in a window
+    assert zs.loc["masked LM, dense", "vs_masked_dense"] == 1.0
+    assert abs(zs.loc["predicted token", "vs_stock_dense"] - zs.loc["predicted token", "seconds"]
+               / zs.loc["stock HFLM, dense", "seconds"]) < 1e-3
