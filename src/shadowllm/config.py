@@ -114,6 +114,10 @@ def _model_errors(cfg: dict, root: Path) -> list[str]:
             if not p or not (root / p).expanduser().is_dir():
                 msgs.append(f"config['models'][{name!r}]['path'] = {p!r}: model folder does not exist "
                             f"(expected a folder written by save_pretrained)")
+        if m["source"] == "pypi_gguf" and not (m.get("package") and m.get("gguf_file")):
+            msgs.append(f"config['models'][{name!r}]: source 'pypi_gguf' needs 'package' (NAME==VERSION) and "
+                        f"'gguf_file' (the GGUF inside the wheel); got package {m.get('package')!r}, gguf_file "
+                        f"{m.get('gguf_file')!r}")
         if m["source"] == "hub" and not m.get("path"):
             msgs.append(f"config['models'][{name!r}]: source 'hub' needs 'path' (a hub id like 'facebook/opt-1.3b')")
         if m["source"] == "train":

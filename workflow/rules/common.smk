@@ -45,6 +45,8 @@ DENSE = dict(source="dense", criterion="none", placement=0, style="none", units=
 
 wildcard_constraints:
     model="[A-Za-z0-9_.-]+",
+    package="[A-Za-z0-9_.+-]+",
+    gguf="[A-Za-z0-9_.-]+\\.gguf",
     source="[a-z_]+",
     criterion="[a-z_0-9]+",
     placement=r"\d+",
@@ -70,21 +72,42 @@ def model_cfg(model):
 
 
 def model_path(model):
-    """What `--model` gets: the trained folder, a hub id or a local folder."""
+    """What `--model` gets: the trained folder, the converted folder, a hub id or a local folder."""
     m = model_cfg(model)
-    return f"{R}/models/{model}/model" if m["source"] == "train" else m["path"]
+    if m["source"] == "train":
+        return f"{R}/models/{model}/model"
+    if m["source"] == "pypi_gguf":
+        return converted_path(model)
+    return m["path"]
+
+
+def converted_path(model):
+    """A converted GGUF model: shared by every run of this checkout (resources/ is a cache, not a result)."""
+    m = model_cfg(model)
+    return f"resources/models/{m['package'].replace('==', '-')}/{m['gguf_file']}"
+
+
+def gguf_package(wildcards):
+    """The pinned package (NAME==VERSION) whose converted folder this is."""
+    want = f"resources/models/{wildcards.package}/{wildcards.gguf}"
+    for name, m in MODELS.items():
+        if m["source"] == "pypi_gguf" and converted_path(name) == want:
+            return m["package"]
+    raise WorkflowError(f"{want} is not the converted folder of any pypi_gguf model in config['models']")
 
 
 def model_input(wildcards):
-    """Snakemake inputs for a model: the trained folder for source 'train', nothing otherwise."""
+    """Snakemake inputs for a model: the folder the workflow builds (trained or converted), nothing otherwise."""
     m = model_cfg(wildcards.model)
-    return [f"{R}/models/{wildcards.model}/model"] if m["source"] == "train" else []
+    if m["source"] == "train":
+        return [f"{R}/models/{wildcards.model}/model"]
+    return [converted_path(wildcards.model)] if m["source"] == "pypi_gguf" else []
 
 
 def model_flags(wildcards):
     m = model_cfg(wildcards.model)
     flags = f"--model {model_path(wildcards.model)} --dtype {m['dtype']} --device {DEVICE}"
-    if m.get("gguf_file"):
+    if m.get("gguf_file") and m["source"] != "pypi_gguf":
         flags += f" --gguf-file {m['gguf_file']}"
     return flags
 
@@ -147,7 +170,10 @@ def eval_tasks():
 
 
 def eval_limit():
-    return f"--limit {EVAL['limit']}" if EVAL and EVAL["limit"] else ""
+    """--limit and --max-length of the evaluation, where set."""
+    flags = [f"--limit {EVAL['limit']}"] if EVAL and EVAL["limit"] else []
+    flags += [f"--max-length {EVAL['max_length']}"] if EVAL and EVAL["max_length"] else []
+    return " ".join(flags)
 
 
 def mask_file(wildcards):

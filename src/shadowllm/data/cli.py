@@ -1,4 +1,5 @@
-"""Subcommand: prepare-tasks (lm-eval YAMLs of the shipped tasks with absolute data paths)."""
+"""Subcommands: prepare-tasks (lm-eval YAMLs of the shipped tasks with absolute data paths), convert-gguf
+(a pretrained model shipped as GGUF in a PyPI wheel, converted once)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,3 +18,6 @@ def register(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--tasks", default="", help="comma-separated (default: all)")
     p.set_defaults(func=cmd_prepare_tasks)
+
+    from .convert_gguf import register as register_convert
+    register_convert(sub)

@@ -43,7 +43,7 @@ def cmd_evaluate(args):
     point = {"model": args.model_name or args.model, **point}
     t0 = time.time()
     try:
-        lm = harness.make_lm(model, tok, batch_size=args.batch_size)
+        lm = harness.make_lm(model, tok, batch_size=args.batch_size, max_len=args.max_length)
         res = harness.run(lm, tasks, include_path=args.include, limit=args.limit, seed=args.seed)
     finally:
         if hooks:
@@ -85,6 +85,7 @@ def register(sub) -> None:
     p.add_argument("--include", default=None, help="folder of task YAMLs (prepare-tasks)")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=None, help="tokens per window (default: the model's maximum)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate)
