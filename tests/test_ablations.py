@@ -370,7 +370,7 @@ def test_ablate_cli_writes_a_point_and_the_table_reads_it(saved_tiny, task_dir, 
     assert r["point"]["source"] == "random" and r["point"]["design"] == "none"
     df = load_results([out])
     assert set(df.metric) == {"acc", "acc_norm"} and (df.sparsity == 0.5).all()
-    with pytest.raises(ValueError, match="two results for one grid point"):
+    with pytest.raises(ValueError, match="two results for the same grid point"):
         load_results([out, out])
 
 

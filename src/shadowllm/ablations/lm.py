@@ -25,7 +25,6 @@ def _masked_lm_class():
             self.needs_gold = protocol == "gold"
             self.tasks: dict = {}                   # task name -> lm-eval task object (the oracle reads golds)
             self._golds: list | None = None         # per request of the current loglikelihood call
-            self.rows_scored = 0
 
         def loglikelihood(self, requests, disable_tqdm: bool = False):
             self._golds = self.golds(requests, self.tasks) if self.needs_gold else None
@@ -71,7 +70,6 @@ def _masked_lm_class():
                 req_row.append(rows[key])
             order = sorted(range(len(row_data)), key=lambda i: (-len(row_data[i][0]), tuple(row_data[i][0])))
             bs = int(override_bs or self.batch_size)
-            logp_of: dict[int, torch.Tensor] = {}
             pending = {}                                   # row -> requests waiting on it
             for j, r in enumerate(req_row):
                 pending.setdefault(r, []).append(j)
@@ -80,12 +78,8 @@ def _masked_lm_class():
                 idx = order[start:start + bs]
                 logp = self._score([row_data[i] for i in idx])             # [b, T, V]
                 for b, i in enumerate(idx):
-                    n = len(row_data[i][0])
-                    logp_of[i] = logp[b, :n]
                     for j in pending.pop(i):
-                        res[j] = self._answer(logp_of[i], requests[j])
-                    del logp_of[i]
-            self.rows_scored += len(row_data)
+                        res[j] = self._answer(logp[b, :len(row_data[i][0])], requests[j])
             return res
 
         def _gold_pair(self, context: str, ctx_enc, golds, j: int):
@@ -120,7 +114,6 @@ def _masked_lm_class():
         def _answer(self, logp: torch.Tensor, request):
             """(sum log p of the continuation, whether it is the greedy continuation)."""
             req_str, _, cont = request
-            cont = cont[-(self.max_length + 1):]
             n = logp.shape[0]
             lp = logp[n - len(cont):n][:, :self.vocab_size]                # [len(cont), V]
             c = torch.tensor(cont, device=lp.device)

@@ -3,21 +3,22 @@ protocol, and the dense model beside it."""
 from __future__ import annotations
 
 from .grid import AXES
+from .tables import pooled_shots, reference_criterion
 
 
 def _values(df, ppl_metric: str):
     """One row per point: perplexity and mean accuracy over the zero-shot tasks (when every task ran)."""
     from .tables import mean_accuracy
 
-    keys = [a for a in AXES]
+    keys = list(AXES)
     ppl = df[df.metric == ppl_metric].groupby(keys, as_index=False)["value"].first().rename(
         columns={"value": "ppl"})
     acc = mean_accuracy(df).rename(columns={"value": "acc"})
     return ppl.merge(acc, on=keys, how="outer")
 
 
-def _table(v, rows: list[str], label) -> str:
-    """Rows = distinct `rows` values, columns = sparsity x (perplexity, mean accuracy)."""
+def _table(v, label) -> str:
+    """Rows = distinct label(point) values, columns = sparsity x (perplexity, mean accuracy)."""
     import pandas as pd
 
     if v.empty:
@@ -43,10 +44,7 @@ def report_markdown(df, model: str, ppl_metric: str = "word_perplexity") -> str:
     d_acc = dense.acc.iloc[0] if len(dense) else float("nan")
     tasks = sorted(df[df.metric == "acc"].task.unique())
     ppl_task = ", ".join(sorted(df[df.metric == ppl_metric].task.unique()))
-    pooled = v[v.source == "static"].shots.mode()
-    pooled = pooled.iloc[0] if len(pooled) else "none"
-    crit0 = "plainact" if (v.criterion == "plainact").any() else (v[v.criterion != "none"].criterion.mode().tolist()
-                                                                   or ["none"])[0]
+    pooled, crit0 = pooled_shots(v), reference_criterion(v)
     lines = [f"# {model}: the ablation grid", "",
              (f"{len(v)} grid points. Perplexity: {ppl_metric} on {ppl_task}; accuracy: mean `acc` over {tasks} "
              "(where a point ran every task). Protocols (what a mask may see): `none` input-independent "
@@ -61,18 +59,18 @@ def report_markdown(df, model: str, ppl_metric: str = "word_perplexity") -> str:
     for units in ("both", "heads"):
         u = st[st.units == units]
         if len(u):
-            lines += [f"Units: {units}.", "", _table(u, ["criterion"], lambda r: r.criterion), ""]
+            lines += [f"Units: {units}.", "", _table(u, lambda r: r.criterion), ""]
 
     ref = v[(v.criterion.isin([crit0, "none"])) & (v.source != "dense")]
     src = ref[(ref.units == "both") & ((ref.source != "static") | ((ref["style"] == "global") & (ref.shots == pooled)))]
     lines += [f"## Mask sources and protocols ({crit0}, heads + neurons)", "",
-              _table(src, [], lambda r: f"{r.source} ({r['style']}, {r.protocol})"), ""]
+              _table(src, lambda r: f"{r.source} ({r['style']}, {r.protocol})"), ""]
 
     sty = v[(v.source == "static") & (v.criterion == crit0) & (v.units == "both") & (v.shots == pooled)]
-    lines += [f"## Selection style (static {crit0})", "", _table(sty, [], lambda r: r["style"]), ""]
+    lines += [f"## Selection style (static {crit0})", "", _table(sty, lambda r: r["style"]), ""]
 
     fs = v[(v.source == "static") & (v.criterion == crit0) & (v.units == "both") & (v["style"] == "global")]
-    lines += [f"## Shots of the traces (static {crit0}, global)", "", _table(fs, [], lambda r: f"k = {r.shots}"), ""]
+    lines += [f"## Shots of the traces (static {crit0}, global)", "", _table(fs, lambda r: f"k = {r.shots}"), ""]
 
     acc = df[(df.metric == "acc")]
     if len(acc) and len(src):

@@ -56,7 +56,7 @@ class Settings:
     oracle_batch: int = 8
 
 
-def build(ad: Adapter, s: Settings, lm_model=None):
+def build(ad: Adapter, s: Settings):
     """-> f(Batch) -> MaskSource | None (None: dense). Checks the predictor file against the point first."""
     if s.point.source not in _BUILDERS:
         raise ValueError(f"mask source {s.point.source!r} is not one of {sorted(_BUILDERS)}")

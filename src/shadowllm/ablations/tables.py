@@ -1,43 +1,21 @@
 """The ablation table: one row per (grid point, task, metric), one column per axis (grid.COLUMNS)."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from .grid import AXES, COLUMNS
+from .grid import AXES
 
 
 def load_results(paths):
-    """ablate JSONs -> tidy DataFrame; two results for one point, task and metric are an error."""
-    import pandas as pd
+    """ablate JSONs -> tidy DataFrame (lm-eval's sample counts dropped); duplicates are an error."""
+    from ..evaluate.tables import load_results as load
 
-    rows = []
-    for p in paths:
-        r = json.loads(Path(p).read_text())
-        point = r.get("point")
-        if point is None or set(point) != set(AXES):
-            raise ValueError(f"{p}: no grid point with the axes {AXES} (got {point!r}); rerun `shadowllm ablate`")
-        for task, metrics in r["results"].items():
-            for metric, value in metrics.items():
-                if metric != "sample_len":
-                    rows.append({**point, "task": task, "metric": metric, "value": value})
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    dup = df.duplicated(subset=AXES + ["task", "metric"], keep=False)
-    if dup.any():
-        first = df[dup].iloc[0]
-        raise ValueError(f"two results for one grid point, task and metric: {first[AXES + ['task', 'metric']].to_dict()}")
-    return df.sort_values(AXES + ["task", "metric"], kind="stable").reset_index(drop=True)
+    return load(paths, axes=AXES, drop_metrics=("sample_len",), rerun="shadowllm ablate")
 
 
 def write_table(paths, out):
-    from .. import provenance
-    from ..io import atomic_path
+    from ..evaluate.tables import write_table as write
 
-    df = load_results(paths)
-    with atomic_path(out, suffix=".csv") as tmp:
-        df.to_csv(tmp, index=False, float_format="%.6g")
-    provenance.write_meta(out, config={"command": "ablation-table"}, inputs=paths)
-    return df
+    return write(paths, out, command="ablation-table", axes=AXES, drop_metrics=("sample_len",),
+                 rerun="shadowllm ablate")
 
 
 STR_COLUMNS = ["model", "source", "design", "criterion", "shots", "style", "units", "protocol", "task", "metric"]
@@ -60,3 +38,19 @@ def mean_accuracy(df, metric: str = "acc"):
     g = d.groupby([a for a in AXES], dropna=False)["value"]
     out = g.agg(["mean", "count"]).reset_index()
     return out[out["count"] == n_tasks].drop(columns="count").rename(columns={"mean": "value"})
+
+
+def _mode(s, default: str) -> str:
+    counts = s.value_counts()
+    return min(counts.index, key=lambda v: (-counts[v], v)) if len(counts) else default
+
+
+def reference_criterion(df) -> str:
+    """The criterion the style, shots and sources comparisons hold fixed: plainact, else the most frequent."""
+    c = df.loc[(df.source != "dense") & (df.criterion != "none"), "criterion"]
+    return "plainact" if "plainact" in set(c) else _mode(c, "none")
+
+
+def pooled_shots(df) -> str:
+    """The shots label of the usual traces (e.g. '0+5'): the most frequent among the static rows."""
+    return _mode(df.loc[df.source == "static", "shots"], "none")

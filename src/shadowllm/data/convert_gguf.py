@@ -55,9 +55,8 @@ def convert(gguf_path: Path, out: Path) -> dict:
     d, name = str(gguf_path.parent), gguf_path.name
     q = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32)
     cfg = AutoConfig.from_pretrained(d, gguf_file=name)
-    for attr in ("quantization_config",):
-        if hasattr(cfg, attr):
-            delattr(cfg, attr)
+    if hasattr(cfg, "quantization_config"):
+        delattr(cfg, "quantization_config")
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(q.state_dict(), strict=False)
     tied = {"lm_head.weight"} if getattr(cfg, "tie_word_embeddings", False) else set()

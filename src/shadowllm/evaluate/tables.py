@@ -11,25 +11,27 @@ DENSE_POINT = {"source": "dense", "criterion": "none", "placement": 0, "style": 
                "protocol": "none", "sparsity": 0.0}
 
 
-def load_results(paths):
-    """Evaluation JSONs -> tidy DataFrame; two results for the same point, task and metric are an error."""
+def load_results(paths, axes=AXES, drop_metrics=(), rerun="shadowllm evaluate"):
+    """Result JSONs ({"point": {axis: value}, "results": {task: {metric: value}}}) -> tidy DataFrame with the
+    columns axes + task, metric, value; two results for the same point, task and metric are an error."""
     import pandas as pd
 
     rows = []
     for p in paths:
         r = json.loads(Path(p).read_text())
         point = r.get("point")
-        if point is None or set(point) != set(AXES):
-            raise ValueError(f"{p}: no grid point with the axes {AXES} (got {point!r}); rerun `shadowllm evaluate`")
+        if point is None or set(point) != set(axes):
+            raise ValueError(f"{p}: no grid point with the axes {list(axes)} (got {point!r}); rerun `{rerun}`")
         for task, metrics in r["results"].items():
             for metric, value in metrics.items():
-                rows.append({**point, "task": task, "metric": metric, "value": value})
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    dup = df.duplicated(subset=AXES + ["task", "metric"], keep=False)
+                if metric not in drop_metrics:
+                    rows.append({**point, "task": task, "metric": metric, "value": value})
+    df = pd.DataFrame(rows, columns=list(axes) + ["task", "metric", "value"])
+    key = list(axes) + ["task", "metric"]
+    dup = df.duplicated(subset=key, keep=False)
     if dup.any():
-        first = df[dup].iloc[0]
-        raise ValueError(f"two results for the same grid point, task and metric: {first[AXES + ['task', 'metric']].to_dict()}")
-    return df.sort_values(AXES + ["task", "metric"], kind="stable").reset_index(drop=True)
+        raise ValueError(f"two results for the same grid point, task and metric: {df[dup].iloc[0][key].to_dict()}")
+    return df.sort_values(key, kind="stable").reset_index(drop=True)
 
 
 def settings(df) -> list[str]:
@@ -49,14 +51,15 @@ def pivot(df, metrics=("acc", "acc_norm", "word_perplexity", "bits_per_byte")):
     return d.pivot(index=["task", "metric"], columns="column", values="value")[cols]
 
 
-def write_table(paths, out) -> "object":
+def write_table(paths, out, command: str = "table", **load_kw) -> "object":
+    """load_results(paths, **load_kw) written atomically as CSV, with its sidecar."""
     from .. import provenance
     from ..io import atomic_path
 
-    df = load_results(paths)
+    df = load_results(paths, **load_kw)
     with atomic_path(out, suffix=".csv") as tmp:
         df.to_csv(tmp, index=False, float_format="%.6g")
-    provenance.write_meta(out, config={"command": "table"}, inputs=paths)
+    provenance.write_meta(out, config={"command": command}, inputs=paths)
     return df
 
 

@@ -12,7 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..ablations.grid import AXES, PROTOCOLS
-from ..ablations.tables import mean_accuracy, read_table
+from ..ablations.tables import (
+    mean_accuracy,
+    pooled_shots,
+    read_table,
+    reference_criterion,
+)
 from . import pyplot, save
 
 PPL, ACC = "perplexity", "mean accuracy"
@@ -40,22 +45,6 @@ def points(df, ppl_metric: str = "word_perplexity"):
 
     return pd.concat([ppl_points(df, ppl_metric).assign(quantity=PPL), mean_acc_points(df).assign(quantity=ACC)],
                      ignore_index=True)
-
-
-def _mode(s, default: str) -> str:
-    counts = s.value_counts()
-    return min(counts.index, key=lambda v: (-counts[v], v)) if len(counts) else default
-
-
-def reference_criterion(df) -> str:
-    """The criterion the style, shots and sources comparisons hold fixed: plainact, else the most frequent."""
-    c = df.loc[(df.source != "dense") & (df.criterion != "none"), "criterion"]
-    return "plainact" if "plainact" in set(c) else _mode(c, "none")
-
-
-def pooled_shots(df) -> str:
-    """The shots label of the usual traces (e.g. '0+5'): the most frequent among the static rows."""
-    return _mode(df.loc[df.source == "static", "shots"], "none")
 
 
 def dense_values(df, ppl_metric: str = "word_perplexity") -> dict:
