@@ -56,3 +56,19 @@ def test_smollm2_converted_equals_the_gguf_loader(tmp_path):
     ids = tok("To be, or not to be, that is the question.", return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.equal(model(ids).logits, ref(ids).logits)
+    # the sliced decoder on the real weights: greedy tokens of the stock model, and a 30 % mask's logits
+    from shadowllm.masks import MaskHooks, StaticMask
+    from shadowllm.sparse import DecoderWeights, SparseDecoder, make_static_mask
+
+    w = DecoderWeights.from_hf(model)
+    want = model.generate(ids, max_new_tokens=9, do_sample=False, pad_token_id=tok.eos_token_id)
+    assert torch.equal(SparseDecoder(w, "dense").generate(ids, 8), want[:, ids.shape[1]:])
+    mask = make_static_mask(w, 0.3, seed=0)
+    dec = SparseDecoder(w, "static", 0.3, static_mask=mask)
+    _, (l0, _) = dec.generate(ids, 0, return_logits=True, all_prompt_logits=True)
+    with torch.no_grad(), MaskHooks(ad, StaticMask(mask)):
+        masked = model(ids).logits
+    # float32 through 30 layers (sliced matmuls sum in another order): 1e-3 of logits of size ~20; the mask
+    # itself moves the logits by far more
+    torch.testing.assert_close(l0, masked, rtol=1e-3, atol=2e-3)
+    assert (masked - ref(ids).logits).abs().max() > 1.0

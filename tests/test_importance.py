@@ -479,3 +479,110 @@ def test_importance_bench_names_a_missing_model_folder(tmp_path, capsys):
     rc = main(["importance-bench", "--model", str(tmp_path / "nope"), "--n", "2"])
     err = capsys.readouterr().err
     assert rc == 2 and "nope" in err and "is not a model folder" in err
+
+
+# ---- the same criteria on a Llama with grouped-query attention and a SwiGLU FFN --------------------------
+
+LH, LKV, LF = 4, 2, 48
+
+
+@pytest.fixture(scope="module")
+def llama(float64_softmax):
+    """Float64 end to end: Llama's RMSNorm computes in float32 (~1e-7 between a padded batch and one example,
+    which jacov's near-singular correlations amplify), so this module's copy keeps the input's dtype."""
+    from transformers.models.llama import modeling_llama
+
+    def rms64(self, x):
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+    orig = modeling_llama.LlamaRMSNorm.forward
+    modeling_llama.LlamaRMSNorm.forward = rms64
+    yield _llama()
+    modeling_llama.LlamaRMSNorm.forward = orig
+
+
+def _llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=50, hidden_size=D, intermediate_size=LF, num_hidden_layers=L, num_attention_heads=LH,
+                      num_key_value_heads=LKV, max_position_embeddings=64, attn_implementation="eager")
+    m = LlamaForCausalLM(cfg).double().eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.mul_(4.0)
+    return m
+
+
+def direct_llama(model, e):
+    """Plain autograd on one example: o_proj / down_proj inputs, gate / up outputs, gate / up weight gradients."""
+    layers = model.model.layers
+    cap, hs = {}, []
+    for l, layer in enumerate(layers):
+        def pre(key, l=l):
+            def f(mod, args):
+                a = args[0] if args[0].requires_grad else args[0].detach().requires_grad_(True)
+                cap[key, l] = a
+                return (a,)
+            return f
+
+        def fwd(key, l=l):
+            def f(mod, args, out):
+                cap[key, l] = out
+            return f
+        hs += [layer.self_attn.o_proj.register_forward_pre_hook(pre("A")),
+               layer.mlp.down_proj.register_forward_pre_hook(pre("Z")),
+               layer.mlp.gate_proj.register_forward_hook(fwd("Pg"))]
+    try:
+        ids = torch.tensor([e.ctx_ids + e.cont_ids])
+        logits = model(input_ids=ids).logits[0]
+        c = len(e.ctx_ids)
+        loss = torch.nn.functional.cross_entropy(logits[c - 1:e.n - 1], torch.tensor(e.cont_ids))
+        keys = [(k, l) for k in ("A", "Z") for l in range(L)]
+        ws = [x.mlp.gate_proj.weight for x in layers] + [x.mlp.up_proj.weight for x in layers]
+        outs = torch.autograd.grad(loss, [cap[k] for k in keys] + ws)
+    finally:
+        for h in hs:
+            h.remove()
+    return dict(cap=cap, g=dict(zip(keys, outs[:2 * L])), W=ws, dW=outs[2 * L:], ids=ids[0])
+
+
+@pytest.mark.parametrize("ei", [0, 3])
+def test_criteria_match_direct_autograd_on_llama_gqa(llama, ei):
+    exs = make_examples()
+    col = C.collect(llama, exs, list(CRITERIA), batch_size=4, placement_layers=[1], layer_inputs=True,
+                    grasp_hvp="exact")
+    layers = llama.model.layers
+    hh, hn = exact_gate_hvp(llama, exs[ei], [x.self_attn.o_proj for x in layers], [x.mlp.down_proj for x in layers],
+                            LH)
+    r = direct_llama(llama, exs[ei])
+    ids = r["ids"].numpy()
+    for l in range(L):
+        for h in range(LH):   # every query head, both of each KV head's pair
+            A = r["cap"]["A", l][0].detach().view(-1, LH, DH)[:, h]
+            G = r["g"]["A", l][0].view(-1, LH, DH)[:, h]
+            gh = (A * G).sum()
+            want = {"plainact": (G * A).sum(-1).abs().sum(), "fisher": (A * G).pow(2).mean(0).sum(),
+                    "grad_norm": G.pow(2).sum().sqrt(), "l2_norm": A.pow(2).sum().sqrt(), "snip": gh.abs(),
+                    "nwot": torch.log(1 + (A <= 0).sum().double()), "grasp": -hh[l][h],
+                    "jacov": jacov_np(G.numpy()), "epenas": epenas_np(G.numpy()[:-1], ids[1:])}
+            for name, w in want.items():
+                torch.testing.assert_close(col.heads[name][ei, l, h], torch.as_tensor(w, dtype=torch.float64),
+                                           rtol=1e-6, atol=1e-9, msg=f"llama {name} head l{l} h{h}")
+        Z, dZ = r["cap"]["Z", l][0].detach(), r["g"]["Z", l][0]
+        P = r["cap"]["Pg", l][0].detach()                            # gate output (pre-activation)
+        Wg, Wu, dWg, dWu = r["W"][l], r["W"][L + l], r["dW"][l], r["dW"][L + l]
+        T = Z.shape[0]
+        want = {"plainact": (Wg * dWg).abs().sum(-1) + (Wu * dWu).abs().sum(-1),
+                "grad_norm": (dWg.pow(2).sum(-1) + dWu.pow(2).sum(-1)).sqrt(),
+                "fisher": (Z * dZ).pow(2).mean(0), "snip": (Z * dZ).sum(0).abs(), "l2_norm": P.norm(dim=0),
+                "nwot": torch.log((1 + (P <= 0).sum(0).double()) / (1 + T)), "grasp": -hn[l]}
+        for name, w in want.items():  # absolute tolerance relative to the layer's largest score
+            w = w.detach().double()
+            torch.testing.assert_close(col.neurons[name][ei, l], w, rtol=1e-6, atol=1e-7 * w.abs().max().item(),
+                                       msg=lambda m, name=name, l=l: f"llama {name} neurons l{l}: {m}")
+    # the predictor input is o_proj's input at the last context token (H query heads x dh)
+    c = len(exs[ei].ctx_ids)
+    torch.testing.assert_close(col.inputs_context[1][ei].double(), r["cap"]["A", 1][0, c - 1].detach(),
+                               rtol=1e-6, atol=1e-7)

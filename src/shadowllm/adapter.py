@@ -54,6 +54,29 @@ class Adapter:
         layer = self.layers()[l]
         return layer.fc2 if self.family == "opt" else layer.mlp.down_proj
 
+    def qkv(self, l: int) -> list[nn.Linear]:
+        """The query, key and value projections of layer l (query rows: n_heads*dh; key, value: n_kv_heads*dh)."""
+        a = self.attn(l)
+        return [a.q_proj, a.k_proj, a.v_proj]
+
+    def norms(self, l: int) -> tuple[nn.Module, nn.Module]:
+        """Layer l's norm before attention and its norm before the FFN (OPT LayerNorm, Llama RMSNorm)."""
+        layer = self.layers()[l]
+        if self.family == "opt":
+            return layer.self_attn_layer_norm, layer.final_layer_norm
+        return layer.input_layernorm, layer.post_attention_layernorm
+
+    def final_norm(self) -> nn.Module | None:
+        return self.model.model.decoder.final_layer_norm if self.family == "opt" else self.model.model.norm
+
+    def embed_tokens(self) -> nn.Embedding:
+        return self.model.model.decoder.embed_tokens if self.family == "opt" else self.model.model.embed_tokens
+
+    @property
+    def relu_ffn(self) -> bool:
+        """True for a ReLU FFN (OPT): its activation pattern has kinks that finite differences must hold fixed."""
+        return self.family == "opt" and getattr(self.model.config, "activation_function", None) == "relu"
+
     # ---- the predictor input -------------------------------------------------------------
     def predictor_input(self, l: int) -> nn.Module:
         """The module whose INPUT is the predictor's input at placement layer l: the per-head attention

@@ -304,8 +304,7 @@ def relu_patterns(ad: Adapter, cap: _Capture) -> dict[int, torch.Tensor] | None:
     OPT this left Spearman(fd, exact) at ~0.8. Keeping the unperturbed pattern in the perturbed pass makes
     the difference quotient converge to autograd's H g. Smooth activations (Llama's SiLU) need nothing.
     """
-    act = getattr(ad.model.config, "activation_function", None)
-    if ad.family != "opt" or act != "relu":
+    if not ad.relu_ffn:
         return None
     return {l: cap.P[(l, 0)].detach() > 0 for l in range(ad.n_layers)}
 

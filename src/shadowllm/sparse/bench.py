@@ -17,12 +17,12 @@ import torch
 
 from ..io import atomic_path
 from ..provenance import write_meta
-from .decoder import MODES, TOKEN_MODES, SparseOPT
+from .decoder import MODES, TOKEN_MODES, SparseDecoder
 from .predictors import DejaVuPredictor, ShadowPredictor
 from .shapes import parse_size
-from .weights import OPTWeights
+from .weights import DecoderWeights
 
-FIELDS = ["model", "layers", "hidden", "heads", "ffn", "params_b", "dtype", "device", "device_name", "threads", "batch",
+FIELDS = ["model", "layers", "hidden", "heads", "kv_heads", "ffn", "params_b", "dtype", "device", "device_name", "threads", "batch",
           "prompt_len", "gen_tokens", "sparsity", "mode", "kv_policy", "gather", "lookahead", "cuda_graph",
           "repeats", "prefill_ms", "prefill_ms_iqr", "ms_per_token", "ms_per_token_iqr", "ms_per_token_min", "call_ms",
           "call_ms_iqr", "weight_bytes_per_token", "bandwidth_gbs", "roofline_ms_per_token",
@@ -31,7 +31,7 @@ _KIND = {"shadowllm-prompt": "shadow", "shadowllm-token": "shadow", "dejavu": "d
 PREDICTOR_MODES = ("shadowllm-prompt", "shadowllm-token", "dejavu")  # the modes that use `placement`
 
 
-def make_static_mask(weights: OPTWeights, sparsity: float, seed: int = 0, batch: int = 1):
+def make_static_mask(weights: DecoderWeights, sparsity: float, seed: int = 0, batch: int = 1):
     """A random local top-k Mask (layer 0 kept): the 'static' oracle of the latency runs."""
     from ..masks import mask_from_scores
 
@@ -43,16 +43,22 @@ def make_static_mask(weights: OPTWeights, sparsity: float, seed: int = 0, batch:
 
 # ---- bytes of weights read per decoded token (the roofline's numerator) -------------------------------
 
-def layer_bytes(w: OPTWeights, l: int = 1, head_frac: float = 1.0, neuron_frac: float = 1.0) -> int:
-    """Layer l's attention and FFN matrices + biases at these kept fractions, plus its layer norms."""
-    es = w.layers[l].w1.element_size()
-    d, Hd, Fn = w.d, w.H * w.dh, w.F
-    attn = (4 * Hd * d + 3 * Hd) * head_frac
-    ffn = (2 * Fn * d + Fn) * neuron_frac
-    return int((attn + ffn + 5 * d) * es)
+def layer_bytes(w: DecoderWeights, l: int = 1, head_frac: float = 1.0, neuron_frac: float = 1.0,
+                kv_frac: float | None = None) -> int:
+    """Layer l's attention and FFN matrices + biases at these kept fractions (query heads, neurons, KV heads;
+    kv_frac None: head_frac), plus its norms."""
+    lw = w.layers[l]
+    es = lw.w1.element_size()
+    d, Hd, KVd, Fn = w.d, w.H * w.dh, w.Hkv * w.dh, w.F
+    kv_frac = head_frac if kv_frac is None else kv_frac
+    qo = (2 * Hd * d + (Hd if lw.bqkv is not None else 0)) * head_frac
+    kv = 2 * KVd * (d + (1 if lw.bqkv is not None else 0)) * kv_frac
+    ffn = ((3 if lw.w3 is not None else 2) * Fn * d + (Fn if lw.b1 is not None else 0)) * neuron_frac
+    small = sum(t.numel() for t in (lw.ln1_w, lw.ln1_b, lw.ln2_w, lw.ln2_b, lw.bo, lw.b2) if t is not None)
+    return int((qo + kv + ffn + small) * es)
 
 
-def head_bytes(w: OPTWeights) -> int:
+def head_bytes(w: DecoderWeights) -> int:
     """lm_head (+ project_in / project_out) read per decoded token."""
     es = w.lm_head.element_size()
     n = w.lm_head.numel() + (w.project_out.numel() if w.project_out is not None else 0)
@@ -60,7 +66,7 @@ def head_bytes(w: OPTWeights) -> int:
     return n * es
 
 
-def weight_bytes_per_token(dec: SparseOPT) -> int:
+def weight_bytes_per_token(dec: SparseDecoder) -> int:
     """Weights one decode step of `dec` reads: its dense layers, its slices or gathered rows, predictors."""
     w = dec.w
     first = 1 if dec.mode == "static" else dec.placement + 1  # layers before `first` run dense
@@ -71,15 +77,12 @@ def weight_bytes_per_token(dec: SparseOPT) -> int:
         elif dec.mode in ("static", "shadowllm-prompt"):
             s = dec.slices[l] if dec.B is not None else None
             nh, nf = (s.nh, s.nf_pad) if s is not None else (dec.kh, dec.kf)
-            n += layer_bytes(w, l, nh / dec.H, nf / dec.F)
-        else:
-            es = w.layers[l].w1.element_size()
+            nkv = s.nkv if s is not None else min(dec.kh, dec.Hkv)
+            n += layer_bytes(w, l, nh / dec.H, nf / dec.F, nkv / dec.Hkv)
+        else:  # per sequence: its active rows; K/V rows dense (full) or one KV head per active head (active)
             hf = dec.kh / dec.H
-            if dec.kv_policy == "full":  # k, v rows are dense
-                extra = 2 * dec.H * dec.dh * dec.d * es * (1 - hf)
-            else:
-                extra = 0
-            n += (dec.B or 1) * layer_bytes(w, l, hf, dec.kf / dec.F) + int(extra)
+            kvf = 1.0 / (dec.B or 1) if dec.kv_policy == "full" else dec.kh / dec.Hkv
+            n += (dec.B or 1) * layer_bytes(w, l, hf, dec.kf / dec.F, kvf)
     if dec.shadow is not None and dec.mode == "shadowllm-token":  # prompt mode: once per sequence
         n += dec.shadow.n_params() * w.lm_head.element_size()
     if dec.dejavu_pred is not None:
@@ -148,7 +151,7 @@ def _stats(xs):
 class Timer:
     """Times generate calls of one decoder: prefill + gen_tokens decode steps, synchronised."""
 
-    def __init__(self, dec: SparseOPT, batch: int, prompt_len: int, gen_tokens: int, use_graph: bool, seed: int = 0):
+    def __init__(self, dec: SparseDecoder, batch: int, prompt_len: int, gen_tokens: int, use_graph: bool, seed: int = 0):
         self.dec, self.batch, self.prompt_len, self.gen, self.use_graph = dec, batch, prompt_len, gen_tokens, use_graph
         self.g = torch.Generator().manual_seed(seed)
         self.res = []
@@ -185,20 +188,20 @@ class Timer:
 
 
 def build_weights(model: str, dtype: torch.dtype, device: str, seed: int = 0):
-    """A named OPT size (random weights) or a local model folder (its real weights) -> (OPTWeights, info)."""
+    """A named size (random weights) or a local model folder (its real weights) -> (DecoderWeights, info)."""
     if Path(model).expanduser().is_dir():
         from transformers import AutoModelForCausalLM
 
         hf = AutoModelForCausalLM.from_pretrained(str(Path(model).expanduser()), dtype=dtype,
                                                   local_files_only=True)  # weights only, no tokenizer
-        w = OPTWeights.from_hf(hf, device=device)
+        w = DecoderWeights.from_hf(hf, device=device)
         del hf
         info = dict(model=str(model), params_b=None)
     else:
         shape = parse_size(model)
-        w = OPTWeights.random(shape, dtype, device, seed)
+        w = DecoderWeights.random(shape, dtype, device, seed)
         info = dict(model=model, params_b=round(shape.params_b, 6))
-    info.update(layers=w.L, hidden=w.d, heads=w.H, ffn=w.F)
+    info.update(layers=w.L, hidden=w.d, heads=w.H, kv_heads=w.Hkv, ffn=w.F)
     return w, info
 
 
@@ -257,7 +260,8 @@ def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="
             if kind not in preds:
                 pred_src[kind] = "random"
                 cls = ShadowPredictor if kind == "shadow" else DejaVuPredictor
-                preds[kind] = cls(w.d, w.L, w.H, w.F, predictor_hidden, w.dtype, w.device, seed)
+                d_in = w.H * w.dh if kind == "shadow" else w.d   # attention output / the layer's input
+                preds[kind] = cls(d_in, w.L, w.H, w.F, predictor_hidden, w.dtype, w.device, seed)
             return preds[kind]
 
         dense_logged = False
@@ -276,7 +280,7 @@ def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="
                         kw["shadow"] = predictor("shadow")
                     elif mode == "dejavu":
                         kw["dejavu"] = predictor("dejavu")
-                    dec = SparseOPT(w, mode, sp, predictor_hidden=predictor_hidden, kv_policy=kv_policy,
+                    dec = SparseDecoder(w, mode, sp, predictor_hidden=predictor_hidden, kv_policy=kv_policy,
                                     gather=gather, lookahead=la and mode == "dejavu", seed=seed,
                                     placement=placement if mode in PREDICTOR_MODES else 0, **kw)
                     return dec, Timer(dec, batch, prompt_len, gen, use_graph, seed)
@@ -378,7 +382,7 @@ def bench_and_write(out, config: dict, seed: int = 0, **kw):
 
 # ---- predictor FLOPs -------------------------------------------------------------------------------
 
-FLOPS_FIELDS = ["model", "layers", "hidden", "heads", "ffn", "p", "dejavu_macs", "shadowllm_macs",
+FLOPS_FIELDS = ["model", "layers", "hidden", "heads", "kv_heads", "ffn", "p", "dejavu_macs", "shadowllm_macs",
                 "dejavu_over_shadowllm", "model_macs_per_token", "dejavu_pct_of_model", "shadowllm_pct_of_model"]
 
 

@@ -100,10 +100,11 @@ def register(sub) -> None:
     from ..cli import add_model_args
 
     p = sub.add_parser("bench-latency", help="latency of dense / static / ShadowLLM / DejaVu sparse decoding",
-                       description="Random-weight (or local-folder) OPT latency benchmark of the sliced decoder.")
+                       description="Random-weight (or local-folder) OPT / Llama latency benchmark of the sliced "
+                                   "decoder.")
     p.add_argument("--model", nargs="+", default=None,
-                   help="OPT sizes (opt-125m, opt-1.3b, opt-2.7b, opt-6.7b, opt-13b, opt-30b, opt-66b; "
-                        "'_L<k>' keeps the first k layers, e.g. opt-1.3b_L8) or local model folders")
+                   help="model shapes (opt-125m ... opt-66b, smollm2-135m, llama-3.2-1b, llama-2-7b, llama-3-8b; "
+                        "'_L<k>' keeps the first k layers, e.g. llama-3-8b_L4) or local OPT / Llama model folders")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--sparsity", nargs="+", type=float, default=[0.5])
     p.add_argument("--gen-tokens", nargs="+", type=int, default=[32])

@@ -1,7 +1,12 @@
-"""SparseOPT: greedy OPT decoding that runs only the active attention heads and FFN neurons.
+"""SparseDecoder: greedy OPT / Llama decoding that runs only the active attention heads and FFN neurons.
 
-Reproduces the stock pre-LN OPT forward pass (learned positions with offset 2, q scaled before QK^T, ReLU
-FFN, optional project_in/out); sequences of a batch have equal length and start at position 0.
+Reproduces the stock pre-norm forward pass of either family (see weights.py): OPT (LayerNorm, learned
+positions with offset 2, ReLU FFN, optional project_in/out) and Llama (RMSNorm, rotary positions, SwiGLU FFN,
+grouped-query attention); sequences of a batch have equal length and start at position 0.
+
+Grouped-query attention: the unit is the query head. A KV head's rows are read (and its cache kept) while any
+of its query heads is kept; static masks keep exactly those, shadowllm-prompt a fixed capacity of
+min(batch * k_heads, KV heads) so that a decode step keeps its shapes.
 
 Modes; p = placement (default 0): layers 0..p always run dense, top-k is per layer with
 k = max(1, round((1 - sparsity) * units)), so shapes are fixed and a decode step can be a CUDA graph.
@@ -29,8 +34,8 @@ import torch.nn.functional as F
 from . import kernels_triton
 from .gather import GatherOps
 from .predictors import DejaVuPredictor, ShadowPredictor, linear_relu
-from .slices import Slice, onehot, topk_idx, union_capacity
-from .weights import OPTWeights
+from .slices import Slice, kv_heads_of, onehot, topk_idx, union_capacity
+from .weights import DecoderWeights
 
 MODES = ("dense", "static", "shadowllm-prompt", "shadowllm-token", "dejavu")
 TOKEN_MODES = ("shadowllm-token", "dejavu")
@@ -41,10 +46,23 @@ def _ln(x, w, b, eps):
     return F.layer_norm(x, (x.shape[-1],), w, b, eps)
 
 
-class SparseOPT:
-    """Greedy OPT decoding that reads only the active heads' and neurons' rows (see the module docstring)."""
+def _rms(x, w, eps):
+    """RMSNorm op for op as transformers' Llama computes it (float32 statistics, weight after the cast back)."""
+    x32 = x.float()
+    y = (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    return y if w is None else w * y
 
-    def __init__(self, weights: OPTWeights, mode: str = "dense", sparsity: float = 0.0, *, static_mask=None,
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of x [B, T, h, dh] with cos / sin [T, dh] (transformers' rotate-half convention)."""
+    x1, x2 = x.chunk(2, -1)
+    return x * cos[None, :, None] + torch.cat([-x2, x1], -1) * sin[None, :, None]
+
+
+class SparseDecoder:
+    """Greedy decoding that reads only the active heads' and neurons' rows (see the module docstring)."""
+
+    def __init__(self, weights: DecoderWeights, mode: str = "dense", sparsity: float = 0.0, *, static_mask=None,
                  predictor_hidden: int = 1024, shadow: ShadowPredictor | None = None,
                  dejavu: DejaVuPredictor | None = None, kv_policy: str = "full", gather: str = "auto",
                  lookahead: bool = False, side_stream: bool = True, seed: int = 0, fused_ln: bool | None = None,
@@ -64,13 +82,14 @@ class SparseOPT:
         self.mode, self.sparsity, self.kv_policy, self.lookahead = mode, sparsity, kv_policy, lookahead
         self.device, self.dtype = w.device, w.dtype
         self.H, self.dh, self.F, self.L, self.d = w.H, w.dh, w.F, w.L, w.d
+        self.Hkv, self.group = w.Hkv, w.group
         self.kh = max(1, int(round((1 - sparsity) * self.H)))
         self.kf = max(1, int(round((1 - sparsity) * self.F)))
         self.scaling = self.dh ** -0.5
         self.static_mask = static_mask
         self.shadow = self.dejavu_pred = None
         if mode in ("shadowllm-prompt", "shadowllm-token"):
-            self.shadow = shadow or ShadowPredictor(self.d, self.L, self.H, self.F, predictor_hidden,
+            self.shadow = shadow or ShadowPredictor(self.H * self.dh, self.L, self.H, self.F, predictor_hidden,
                                                     self.dtype, self.device, seed)
         if mode == "dejavu":
             self.dejavu_pred = dejavu or DejaVuPredictor(self.d, self.L, self.H, self.F, predictor_hidden,
@@ -79,8 +98,9 @@ class SparseOPT:
         cuda = self.device.type == "cuda"
         # residual add + layer norm in one Triton kernel (None: on CUDA when triton is there; every mode alike)
         self.fused_ln = (cuda and kernels_triton.available()) if fused_ln is None else bool(fused_ln)
+        self.fused_ln = self.fused_ln and w.norm == "layer"  # the Triton kernel is LayerNorm with bias
         self.side = torch.cuda.Stream(self.device) if (cuda and side_stream) else None
-        self.full = [Slice.full(lw, self.H) for lw in w.layers]
+        self.full = [Slice.full(lw, self.H, self.Hkv) for lw in w.layers]
         self.record = False
         self.trace: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         self.B = None
@@ -88,14 +108,16 @@ class SparseOPT:
         self._ar_dh = torch.arange(self.dh, device=self.device)
 
     # ---- setup ----------------------------------------------------------------------------------
-    def setup(self, batch: int, max_len: int) -> "SparseOPT":
+    def setup(self, batch: int, max_len: int) -> "SparseDecoder":
         """Allocate the KV cache and slice buffers for `batch` sequences of up to `max_len` tokens."""
-        if max_len > self.w.pos.shape[0] - 2:
-            raise ValueError(f"max_len {max_len} exceeds the model's {self.w.pos.shape[0] - 2} positions")
+        if max_len > self.w.max_pos:
+            raise ValueError(f"max_len {max_len} exceeds the model's {self.w.max_pos} positions")
         if self.B == batch and self.Tmax >= max_len:
             return self
         # a multiple of 16 where the positions allow: the attention kernels want 16-byte-aligned mask rows
-        max_len = min(-(-max_len // 16) * 16, self.w.pos.shape[0] - 2)
+        max_len = min(-(-max_len // 16) * 16, self.w.max_pos)
+        rope = self.w.rope_tables(max_len, self.dtype, self.device)
+        self.cos, self.sin = rope if rope is not None else (None, None)
         self.B, self.Tmax = batch, max_len
         self.graph = None
         self.slices = list(self.full)
@@ -103,19 +125,20 @@ class SparseOPT:
             self._prepare_static(batch)
         elif self.mode == "shadowllm-prompt":
             capH, capF = min(batch * self.kh, self.H), min(batch * self.kf, self.F)
+            capKV = min(capH, self.Hkv)   # the KV heads of capH query heads, whichever they are
             p1 = self.placement + 1
             if capH == self.H and capF == self.F:  # nothing to slice (e.g. sparsity 0): share the full weights
                 self.slices = self.full[:p1] + [Slice(**vars(s)) for s in self.full[p1:]]
             else:
-                self.slices = self.full[:p1] + [Slice.empty_like(lw, capH, capF, self.dh)
+                self.slices = self.full[:p1] + [Slice.empty_like(lw, capH, capF, self.dh, capKV, self.group > 1)
                                                 for lw in self.w.layers[p1:]]
             if batch > 1:  # persistent per-sequence keep buffers (a captured graph reads them in place)
                 for s in self.slices[p1:]:
                     s.head_keep = torch.ones(batch, s.nh, dtype=self.dtype, device=self.device)
                     s.neuron_keep = torch.zeros(batch, s.nf_pad, dtype=self.dtype, device=self.device)
-        heads = [s.nh for s in self.slices]
+        heads = [s.nkv for s in self.slices]
         if self.mode in TOKEN_MODES:
-            heads = [self.H] * self.L
+            heads = [self.Hkv] * self.L
         # one buffer per layer for K and V: [B, heads, 2, T, dh] (one write and one head gather per layer)
         self.KV = [torch.zeros(batch, h, 2, max_len, self.dh, dtype=self.dtype, device=self.device) for h in heads]
         self.K = [kv[:, :, 0] for kv in self.KV]
@@ -144,8 +167,9 @@ class SparseOPT:
             if not bool(hu.any()) or not bool(nu.any()):
                 raise ValueError(f"static mask prunes every head or every neuron of layer {l}")
             hidx, nidx = hu.nonzero().flatten(), nu.nonzero().flatten()
-            s = Slice.empty_like(lw, hidx.numel(), nidx.numel(), self.dh)
-            s.fill(lw, hidx, nidx, self.dh, self.H)
+            kv, kv_map = kv_heads_of(hidx, self.group)
+            s = Slice.empty_like(lw, hidx.numel(), nidx.numel(), self.dh, kv.numel(), self.group > 1)
+            s.fill(lw, hidx, nidx, self.dh, self.H, kv_idx=kv, kv_map=kv_map, Hkv=self.Hkv)
             if heads.shape[0] > 1 and not bool((mh == hu).all()):
                 s.head_keep = mh[:, hidx].to(self.dtype)
             if neurons.shape[0] > 1 and not bool((mn == nu).all()):
@@ -157,11 +181,13 @@ class SparseOPT:
         self.trace = []
 
     def _add_ln(self, h: torch.Tensor, y: torch.Tensor | None, w, b):
-        """h, y [M, d] -> (h + y, layer_norm(h + y)); y None: (h, layer_norm(h))."""
+        """h, y [M, d] -> (h + y, norm(h + y)); y None: (h, norm(h)). norm: LayerNorm or RMSNorm."""
         if self.fused_ln and w is not None and b is not None:
             return kernels_triton.add_layer_norm(h, y, w, b, self.w.eps)
         if y is not None:
             h = h + y
+        if self.w.norm == "rms":
+            return h, _rms(h, w, self.w.eps)
         return h, _ln(h, w, b, self.w.eps)
 
     # ---- embeddings / head ------------------------------------------------------------------------
@@ -169,7 +195,13 @@ class SparseOPT:
         h = F.embedding(ids, self.w.embed)
         if self.w.project_in is not None:
             h = F.linear(h, self.w.project_in)
-        return h + F.embedding(pos + 2, self.w.pos)
+        return h if self.w.pos is None else h + F.embedding(pos + 2, self.w.pos)
+
+    def _rope(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """x [B, T, h, dh] at positions pos [T] -> rotated (rotary models), else x."""
+        if self.cos is None:
+            return x
+        return _rotate(x, self.cos[pos], self.sin[pos])
 
     def _head(self, h: torch.Tensor, x_ln: torch.Tensor | None = None) -> torch.Tensor:
         """h [..., d] -> logits; x_ln: the final layer norm of h if already computed."""
@@ -183,21 +215,33 @@ class SparseOPT:
         return F.linear(h, self.w.lm_head)
 
     # ---- attention core -------------------------------------------------------------------------
-    def _attend(self, q, K, V, t0: int | None, T: int):
-        """q [B, h, T, dh] (unscaled); K/V [B, h, Tmax, dh] already holding the new entries -> [B, h, T, dh].
+    def _attend(self, q, K, V, t0: int | None, T: int, kv_map=None):
+        """q [B, h, T, dh] (unscaled); K/V [B, hkv, Tmax, dh] already holding the new entries -> [B, h, T, dh].
 
+        kv_map [h]: the KV head of each query head (gathered); None with hkv < h: the standard GQA grouping.
         One scaled_dot_product_attention call. In a CUDA graph (t0 None, T == 1) it attends over the whole
         buffer with the step's additive mask (-inf after the current position), built once per step."""
+        if t0 is not None:
+            K, V = K[:, :, : t0 + T], V[:, :, : t0 + T]
+        if kv_map is not None:
+            K, V = K.index_select(1, kv_map), V.index_select(1, kv_map)
+        kw = dict(scale=self.scaling, enable_gqa=K.shape[1] != q.shape[1])
         if t0 is None:
-            return F.scaled_dot_product_attention(q, K, V, attn_mask=self._smask, scale=self.scaling)
+            return F.scaled_dot_product_attention(q, K, V, attn_mask=self._smask, **kw)
         n = t0 + T
-        K, V = K[:, :, :n], V[:, :, :n]
         if T == 1:
-            return F.scaled_dot_product_attention(q, K, V, scale=self.scaling)
+            return F.scaled_dot_product_attention(q, K, V, **kw)
         if t0 == 0:
-            return F.scaled_dot_product_attention(q, K, V, is_causal=True, scale=self.scaling)
+            return F.scaled_dot_product_attention(q, K, V, is_causal=True, **kw)
         keep = self._ar_T[:n][None, :] <= (t0 + self._ar_T[:T])[:, None]
-        return F.scaled_dot_product_attention(q, K, V, attn_mask=keep, scale=self.scaling)
+        return F.scaled_dot_product_attention(q, K, V, attn_mask=keep, **kw)
+
+    @staticmethod
+    def _ffn_act(x: torch.Tensor, s) -> torch.Tensor:
+        """x [M, d] -> the activated FFN hidden [M, nf_pad]: relu(W1 x + b1) (OPT) or silu(W1 x) * (W3 x) (Llama)."""
+        if s.w3 is None:
+            return linear_relu(x, s.w1, s.b1)
+        return F.silu(F.linear(x, s.w1, s.b1)) * F.linear(x, s.w3)
 
     # ---- a layer on (sliced or full) matrices, any T --------------------------------------------
     def _layer_mm(self, l: int, s: Slice, h: torch.Tensor, t0, pos: torch.Tensor, on_attn=None,
@@ -205,13 +249,16 @@ class SparseOPT:
         """h [B, T, d] -> h [B, T, d]. x_in: this layer's ln1(h) [B*T, d] if already computed; next_ln:
         (weight, bias) of the NEXT layer norm, to fuse with the last residual add -> returns (h, x_next)."""
         B, T, d = h.shape
-        dh, nh = self.dh, s.nh
+        dh, nh, nkv = self.dh, s.nh, s.nkv
         h = h.reshape(B * T, d)
         x = x_in if x_in is not None else self._add_ln(h, None, s.ln1_w, s.ln1_b)[1]
-        qkv = F.linear(x, s.wqkv, s.bqkv).view(B, T, 3, nh, dh)
-        self.KV[l].index_copy_(3, pos, qkv[:, :, 1:].permute(0, 3, 2, 1, 4))   # [B, nh, 2, T, dh]
-        q = qkv[:, :, 0].transpose(1, 2)                                       # [B, nh, T, dh]
-        a = self._attend(q, self.K[l], self.Vc[l], t0, T).transpose(1, 2)     # [B, T, nh, dh]
+        qkv = F.linear(x, s.wqkv, s.bqkv)
+        q = self._rope(qkv[:, : nh * dh].view(B, T, nh, dh), pos)               # [B, T, nh, dh]
+        kv = qkv[:, nh * dh:].view(B, T, 2, nkv, dh)
+        if self.cos is not None:
+            kv = torch.stack([self._rope(kv[:, :, 0], pos), kv[:, :, 1]], 2)
+        self.KV[l].index_copy_(3, pos, kv.permute(0, 3, 2, 1, 4))             # [B, nkv, 2, T, dh]
+        a = self._attend(q.transpose(1, 2), self.K[l], self.Vc[l], t0, T, s.kv_map).transpose(1, 2)  # [B,T,nh,dh]
         hk = head_keep if head_keep is not None else s.head_keep
         if hk is not None:
             a = a * hk[:, None, :, None]
@@ -219,7 +266,7 @@ class SparseOPT:
         if on_attn is not None:
             on_attn(a.view(B, T, nh * dh))
         h, x = self._add_ln(h, torch.addmm(s.bo, a, s.woT) if s.bo is not None else a @ s.woT, s.ln2_w, s.ln2_b)
-        z = linear_relu(x, s.w1, s.b1)
+        z = self._ffn_act(x, s)
         nk = neuron_keep if neuron_keep is not None else s.neuron_keep
         if nk is not None:
             z = (z.view(B, T, -1) * nk[:, None, :]).view(B * T, -1)
@@ -236,27 +283,32 @@ class SparseOPT:
         q rows (given when known ahead, as in ShadowLLM, else computed here)."""
         lw, ops = self.w.layers[l], self.ops
         B = h.shape[0]
-        dh, H, kh = self.dh, self.H, hidx.shape[-1]
+        dh, H, Hkv, kh = self.dh, self.H, self.Hkv, hidx.shape[-1]
         Hd = H * dh
+        kvh = hidx // self.group if self.group > 1 else hidx                   # [B, kh] each head's KV head
         x = self._add_ln(h[:, 0], None, lw.ln1_w, lw.ln1_b)[1]                # [B, d]
         if rows is None:
             rows = (hidx[..., None] * dh + self._ar_dh).reshape(B, kh * dh)   # [B, kh*dh]
         KV = self.KV[l]
         if self.kv_policy == "full":
             q = ops.mv(lw.wqkv, x, rows, bias=lw.bqkv)                         # bias[rows]: the q rows
-            kv = F.linear(x, lw.wqkv[Hd:], None if lw.bqkv is None else lw.bqkv[Hd:])
-            KV.index_copy_(3, pos, kv.view(B, 2, H, 1, dh).transpose(1, 2))    # [B, H, 2, 1, dh]
-        else:
-            rows3 = torch.cat([rows, rows + Hd, rows + 2 * Hd], dim=1)
+            kv = F.linear(x, lw.wqkv[Hd:], None if lw.bqkv is None else lw.bqkv[Hd:]).view(B, 1, 2, Hkv, dh)
+            if self.cos is not None:
+                kv = torch.stack([self._rope(kv[:, :, 0], pos), kv[:, :, 1]], 2)
+            KV.index_copy_(3, pos, kv.permute(0, 3, 2, 1, 4))                 # [B, Hkv, 2, 1, dh]
+        else:  # the active heads' K/V only (a KV head shared by several active heads is computed for each)
+            kvr = rows if self.group == 1 else (kvh[..., None] * dh + self._ar_dh).reshape(B, kh * dh)
+            rows3 = torch.cat([rows, kvr + Hd, kvr + Hd + Hkv * dh], dim=1)
             qkv = ops.mv(lw.wqkv, x, rows3, bias=lw.bqkv).view(B, 3, kh, dh)
             q = qkv[:, 0].reshape(B, kh * dh)
+            k = self._rope(qkv[:, 1][:, None], pos)[:, 0]
             pidx = pos.expand(B, kh)
-            self.K[l].index_put_((self._bidx.expand(B, kh), hidx, pidx), qkv[:, 1])
-            self.Vc[l].index_put_((self._bidx.expand(B, kh), hidx, pidx), qkv[:, 2])
-        q = q.view(B, kh, 1, dh)
+            self.K[l].index_put_((self._bidx.expand(B, kh), kvh, pidx), k)
+            self.Vc[l].index_put_((self._bidx.expand(B, kh), kvh, pidx), qkv[:, 2])
+        q = self._rope(q.view(B, 1, kh, dh), pos).transpose(1, 2)             # [B, kh, 1, dh]
         if t0 is not None:
             KV = KV[:, :, :, : t0 + 1]
-        KVs = KV[self._bidx, hidx]                                              # [B, kh, 2, n, dh]
+        KVs = KV[self._bidx, kvh]                                               # [B, kh, 2, n, dh]
         if t0 is None:
             a = F.scaled_dot_product_attention(q, KVs[:, :, 0], KVs[:, :, 1], attn_mask=self._smask,
                                                scale=self.scaling)
@@ -264,7 +316,10 @@ class SparseOPT:
             a = F.scaled_dot_product_attention(q, KVs[:, :, 0], KVs[:, :, 1], scale=self.scaling)
         h1 = ops.tmv(lw.woT, a.reshape(B, kh * dh), rows, bias=lw.bo, residual=h[:, 0])
         x = self._add_ln(h1, None, lw.ln2_w, lw.ln2_b)[1]
-        z = ops.mv(lw.w1, x, nidx, bias=lw.b1, relu=True)
+        if lw.w3 is None:
+            z = ops.mv(lw.w1, x, nidx, bias=lw.b1, relu=True)
+        else:
+            z = F.silu(ops.mv(lw.w1, x, nidx, bias=lw.b1)) * ops.mv(lw.w3, x, nidx)
         return ops.tmv(lw.w2T, z, nidx, bias=lw.b2, residual=h1)[:, None]
 
     # ---- masks from scores ------------------------------------------------------------------------
@@ -361,10 +416,16 @@ class SparseOPT:
                 continue
             hi, hk = union_capacity(hm[:, l - p1], s.nh)
             ni, nk = union_capacity(nm[:, l - p1], s.nf)
+            kvi = kv_map = None
+            if self.group > 1:  # the KV heads of the kept query heads, padded to the slice's capacity
+                need = torch.zeros(1, self.Hkv, dtype=self.dtype, device=self.device)
+                need[0, hi // self.group] = 1
+                kvi = union_capacity(need, s.nkv)[0]
+                kv_map = torch.searchsorted(kvi, hi // self.group)
             if self.B > 1:
                 s.head_keep.copy_(hk)
                 s.neuron_keep[:, : s.nf].copy_(nk)
-            s.fill(self.w.layers[l], hi, ni, self.dh, self.H)
+            s.fill(self.w.layers[l], hi, ni, self.dh, self.H, kv_idx=kvi, kv_map=kv_map, Hkv=self.Hkv)
 
     # ---- one decode step --------------------------------------------------------------------------
     def _step(self, ids: torch.Tensor, pos: torch.Tensor, t0: int | None) -> torch.Tensor:
@@ -509,4 +570,9 @@ class SparseOPT:
                 outs.append(lg)
             nxt = lg.argmax(-1)
             toks.append(nxt)
+        if not toks:
+            return torch.empty(B, 0, dtype=torch.long, device=self.device), outs
         return torch.stack(toks, 1), outs
+
+
+SparseOPT = SparseDecoder  # the name of the OPT-only version

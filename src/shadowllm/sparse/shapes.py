@@ -1,7 +1,7 @@
-"""Real OPT model shapes (from the released configs), for random-weight latency benchmarks.
+"""Real OPT and Llama-family model shapes (from the released configs), for random-weight latency benchmarks.
 
 A size spec is a name, optionally truncated to its first k decoder layers: "opt-1.3b", "opt-1.3b_L4"
-(or "opt-1.3b:L4"). Truncation keeps every per-layer shape and the embeddings / LM head, so per-layer
+(or "opt-1.3b:L4"), "llama-3-8b_L4". Truncation keeps every per-layer shape and the embeddings / LM head, so per-layer
 timings are those of the full model; the roofline is computed for the truncated model.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
-class OPTShape:
+class ModelShape:
     name: str
     hidden: int
     layers: int
@@ -21,6 +21,10 @@ class OPTShape:
     max_pos: int = 2048
     word_embed_proj_dim: int | None = None  # None = hidden
     pre_ln: bool = True
+    family: str = "opt"                     # "opt" (LayerNorm, learned positions, ReLU) | "llama"
+    kv_heads: int | None = None             # None = heads (no grouped-query attention)
+    rope_theta: float = 10000.0
+    tied: bool = True                       # LM head tied to the embeddings
 
     @property
     def head_dim(self) -> int:
@@ -29,10 +33,18 @@ class OPTShape:
     @property
     def params_b(self) -> float:
         """Billions of parameters (decoder layers + embeddings)."""
-        d, f = self.hidden, self.ffn
+        d, f, dh = self.hidden, self.ffn, self.head_dim
+        if self.family == "llama":
+            kv = self.kv_heads or self.heads
+            per_layer = 2 * d * self.heads * dh + 2 * d * kv * dh + 3 * d * f + 2 * d
+            emb = self.vocab * d * (1 if self.tied else 2) + d
+            return (self.layers * per_layer + emb) / 1e9
         per_layer = 4 * d * d + 4 * d + 2 * d * f + f + d + 4 * d
         emb = self.vocab * (self.word_embed_proj_dim or d) + (self.max_pos + 2) * d
         return (self.layers * per_layer + emb) / 1e9
+
+
+OPTShape = ModelShape  # the name of the OPT-only version
 
 
 OPT_SHAPES: dict[str, OPTShape] = {s.name: s for s in [
@@ -46,19 +58,36 @@ OPT_SHAPES: dict[str, OPTShape] = {s.name: s for s in [
     OPTShape("opt-66b", 9216, 64, 72, 36864),
 ]}
 
+LLAMA_SHAPES: dict[str, ModelShape] = {s.name: s for s in [
+    ModelShape("smollm2-135m", 576, 30, 9, 1536, vocab=49152, max_pos=8192, family="llama", kv_heads=3,
+               rope_theta=100000.0),
+    ModelShape("llama-3.2-1b", 2048, 16, 32, 8192, vocab=128256, max_pos=131072, family="llama", kv_heads=8,
+               rope_theta=500000.0),
+    ModelShape("llama-2-7b", 4096, 32, 32, 11008, vocab=32000, max_pos=4096, family="llama", tied=False),
+    ModelShape("llama-3-8b", 4096, 32, 32, 14336, vocab=128256, max_pos=8192, family="llama", kv_heads=8,
+               rope_theta=500000.0, tied=False),
+]}
+
+
+def all_shapes() -> dict[str, ModelShape]:
+    """Every known shape by name (read at call time, so a test may add one)."""
+    return {**OPT_SHAPES, **LLAMA_SHAPES}
+
+
 _SPEC = re.compile(r"^(?P<name>.+?)(?:[:_]L(?P<layers>\d+))?$")
 
 
-def parse_size(spec: str) -> OPTShape:
-    """'opt-1.3b' or 'opt-1.3b_L4' -> OPTShape (layers truncated). Rejects unknown and post-LN sizes."""
+def parse_size(spec: str) -> ModelShape:
+    """'opt-1.3b', '1.3b' or 'llama-3-8b_L4' -> ModelShape (layers truncated). Rejects unknown and post-LN sizes."""
     m = _SPEC.match(spec.strip())
     name = m.group("name").lower() if m else spec
-    if not name.startswith("opt-"):
+    SHAPES = all_shapes()
+    if name not in SHAPES and "opt-" + name in SHAPES:
         name = "opt-" + name
-    if name not in OPT_SHAPES:
-        raise ValueError(f"unknown OPT size {spec!r}; expected one of {sorted(OPT_SHAPES)} "
+    if name not in SHAPES:
+        raise ValueError(f"unknown model size {spec!r}; expected one of {sorted(SHAPES)} "
                          f"(optionally with _L<k> to keep the first k layers)")
-    shape = OPT_SHAPES[name]
+    shape = SHAPES[name]
     if not shape.pre_ln:
         raise ValueError(f"{name} is post-LN (do_layer_norm_before=False) with a 512-wide projected "
                          f"embedding; the sparse decoder supports pre-LN OPT only")

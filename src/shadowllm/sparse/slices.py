@@ -35,15 +35,28 @@ def union_capacity(m01: torch.Tensor, cap: int) -> tuple[torch.Tensor, torch.Ten
     return idx, keep
 
 
+def kv_heads_of(head_idx: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Query head indices [nh] (sorted) -> (the KV heads they read [nkv] sorted, each query head's position in
+    that list [nh]; None when group == 1, where KV head i is query head i). A KV head is kept as long as one
+    of its `group` query heads is."""
+    if group == 1:
+        return head_idx, None
+    kv = head_idx // group
+    uniq = torch.unique(kv)
+    return uniq, torch.searchsorted(uniq, kv)
+
+
 @dataclass
 class Slice:
-    """A layer restricted to `nh` heads and `nf` neurons (or the full LayerW, as views).
+    """A layer restricted to `nh` query heads, `nkv` KV heads and `nf` neurons (or the full LayerW, as views).
 
     The FFN buffers have nf_pad = nf rounded up to a multiple of ALIGN rows so cuBLAS keeps its aligned
-    kernels; the extra rows of fc1 (weight and bias) and fc2 are zero, their ReLU outputs 0: exact."""
+    kernels; the extra rows of fc1 / gate / up (weight and bias) and fc2 / down are zero, their activations 0:
+    exact. kv_map [nh]: each kept query head's index among the kept KV heads (None: the identity when nkv == nh,
+    else the standard GQA grouping of the full layer)."""
     ln1_w: torch.Tensor | None
     ln1_b: torch.Tensor | None
-    wqkv: torch.Tensor                       # [3*nh*dh, d]
+    wqkv: torch.Tensor                       # [(nh + 2*nkv)*dh, d]
     bqkv: torch.Tensor | None
     woT: torch.Tensor                        # [nh*dh, d]
     bo: torch.Tensor | None
@@ -58,19 +71,26 @@ class Slice:
     head_keep: torch.Tensor | None = None    # [B, nh] per-sequence 0/1 inside the union
     neuron_keep: torch.Tensor | None = None  # [B, nf_pad] (0 in the padding)
     nf_pad: int = 0                          # rows of the FFN buffers (>= nf)
+    w3: torch.Tensor | None = None           # [nf_pad, d] SwiGLU up projection
+    nkv: int = 0                             # KV heads (0: nh)
+    kv_map: torch.Tensor | None = None       # [nh] int64
 
     def __post_init__(self):
         self.nf_pad = self.nf_pad or self.w1.shape[0]
+        self.nkv = self.nkv or self.nh
 
     @classmethod
-    def full(cls, lw: LayerW, H: int) -> "Slice":
+    def full(cls, lw: LayerW, H: int, Hkv: int | None = None) -> "Slice":
         return cls(lw.ln1_w, lw.ln1_b, lw.wqkv, lw.bqkv, lw.woT, lw.bo, lw.ln2_w, lw.ln2_b, lw.w1, lw.b1,
-                   lw.w2T, lw.b2, H, lw.w1.shape[0])
+                   lw.w2T, lw.b2, H, lw.w1.shape[0], w3=lw.w3, nkv=Hkv or H)
 
     @classmethod
-    def empty_like(cls, lw: LayerW, nh: int, nf: int, dh: int) -> "Slice":
-        """Buffers for nh heads / nf neurons, filled later by fill() (allocated once, before any graph)."""
+    def empty_like(cls, lw: LayerW, nh: int, nf: int, dh: int, nkv: int | None = None,
+                   grouped: bool = False) -> "Slice":
+        """Buffers for nh query heads / nkv KV heads / nf neurons, filled later by fill() (allocated once, before
+        any graph). nkv None: nh; grouped: grouped-query attention (a kv_map buffer)."""
         nf_pad = align(nf) if nf < lw.w1.shape[0] else nf
+        nkv = nkv or nh
 
         def e(t, n):
             return None if t is None else torch.empty(n, *t.shape[1:], dtype=t.dtype, device=t.device)
@@ -82,24 +102,38 @@ class Slice:
             out[nf:].zero_()
             return out
 
-        return cls(lw.ln1_w, lw.ln1_b, e(lw.wqkv, 3 * nh * dh), e(lw.bqkv, 3 * nh * dh), e(lw.woT, nh * dh), lw.bo,
-                   lw.ln2_w, lw.ln2_b, ez(lw.w1), ez(lw.b1), ez(lw.w2T), lw.b2, nh, nf, nf_pad=nf_pad)
+        nq = (nh + 2 * nkv) * dh
+        s = cls(lw.ln1_w, lw.ln1_b, e(lw.wqkv, nq), e(lw.bqkv, nq), e(lw.woT, nh * dh), lw.bo,
+                lw.ln2_w, lw.ln2_b, ez(lw.w1), ez(lw.b1), ez(lw.w2T), lw.b2, nh, nf, nf_pad=nf_pad, w3=ez(lw.w3),
+                nkv=nkv)
+        if grouped:
+            s.kv_map = torch.zeros(nh, dtype=torch.long, device=lw.wqkv.device)
+        return s
 
     def pad_keep(self, keep: torch.Tensor) -> torch.Tensor:
         """[B, nf] 0/1 -> [B, nf_pad] with zeros in the padding."""
         return F.pad(keep, (0, self.nf_pad - keep.shape[1]))
 
-    def fill(self, lw: LayerW, head_idx: torch.Tensor, neuron_idx: torch.Tensor, dh: int, H: int) -> None:
-        """Copy the rows of head_idx [nh] / neuron_idx [nf] into this slice's buffers (no reallocation)."""
+    def fill(self, lw: LayerW, head_idx: torch.Tensor, neuron_idx: torch.Tensor, dh: int, H: int,
+             kv_idx: torch.Tensor | None = None, kv_map: torch.Tensor | None = None, Hkv: int | None = None) -> None:
+        """Copy the rows of head_idx [nh], kv_idx [nkv] (default: head_idx) and neuron_idx [nf] into this slice's
+        buffers (no reallocation); kv_map [nh] is copied into the slice's own."""
         dev = head_idx.device
-        rows = (head_idx[:, None] * dh + torch.arange(dh, device=dev)).reshape(-1)
-        rows3 = torch.cat([rows, rows + H * dh, rows + 2 * H * dh])
+        ar = torch.arange(dh, device=dev)
+        Hkv = Hkv or H
+        rows = (head_idx[:, None] * dh + ar).reshape(-1)
+        kvr = rows if kv_idx is None else (kv_idx[:, None] * dh + ar).reshape(-1)
+        rows3 = torch.cat([rows, kvr + H * dh, kvr + (H + Hkv) * dh])
         torch.index_select(lw.wqkv, 0, rows3, out=self.wqkv)
         if lw.bqkv is not None:
             torch.index_select(lw.bqkv, 0, rows3, out=self.bqkv)
         torch.index_select(lw.woT, 0, rows, out=self.woT)
+        if kv_map is not None:
+            self.kv_map.copy_(kv_map)
         nf = neuron_idx.numel()
         torch.index_select(lw.w1, 0, neuron_idx, out=self.w1[:nf])
         if lw.b1 is not None:
             torch.index_select(lw.b1, 0, neuron_idx, out=self.b1[:nf])
+        if lw.w3 is not None:
+            torch.index_select(lw.w3, 0, neuron_idx, out=self.w3[:nf])
         torch.index_select(lw.w2T, 0, neuron_idx, out=self.w2T[:nf])
