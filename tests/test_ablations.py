@@ -106,12 +106,27 @@ def _lm(model, tok, tmp_path, point, batch_size=4, **kw):
     return make_masked_lm(model, tok, build(ad, s), point.protocol, batch_size=batch_size)
 
 
-@pytest.fixture
-def tiny(saved_tiny):
-    """(model, tokenizer): HFLM needs a real tokenizer object."""
+@pytest.fixture(params=["opt", "llama"])
+def tiny(saved_tiny, request):
+    """(model, tokenizer): the tiny trained OPT, or a tiny random Llama with grouped-query attention (4 query heads
+    over 2 KV heads, SwiGLU) beside the same tokenizer (HFLM needs a real tokenizer object)."""
     from shadowllm.loading import load_model
 
-    return load_model(str(saved_tiny[0]))
+    model, tok = load_model(str(saved_tiny[0]))
+    if request.param == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(0)
+        cfg = LlamaConfig(vocab_size=model.config.vocab_size, hidden_size=32, intermediate_size=64,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                          max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+        cfg._attn_implementation = "sdpa"
+        model = LlamaForCausalLM(cfg).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() == 2:
+                    p.mul_(4.0)
+    return model, tok
 
 
 def _requests(rows):
@@ -142,7 +157,7 @@ def _masked_logp(model, ids, mask):
 def _placement_input(model, ids, placement, pos):
     """The predictor input at `pos` by a plain pre-hook on the stock out_proj (dense: layers <= placement are)."""
     got = {}
-    h = model.model.decoder.layers[placement].self_attn.out_proj.register_forward_pre_hook(
+    h = get_adapter(model).attn_out(placement).register_forward_pre_hook(
         lambda m, a: got.__setitem__("a", a[0][0, pos].detach().clone()))
     with torch.no_grad():
         model(torch.tensor([ids]))
