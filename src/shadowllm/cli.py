@@ -20,6 +20,7 @@ STAGES = [
     "shadowllm.sparse.cli",          # sliced execution and latency
     "shadowllm.figures.cli",         # every figure, drawn from results tables
     "shadowllm.workflow_cli",        # check-config, publish
+    "shadowllm.audit",               # audit: how an output was made, whether its inputs changed, --rerun
 ]
 
 # The one set of defaults for the model arguments of every subcommand.
@@ -64,8 +65,11 @@ def build_parser(stages=STAGES) -> argparse.ArgumentParser:
 def main(argv=None, parser: argparse.ArgumentParser | None = None) -> int:
     """Run one subcommand; bad input (ValueError, FileNotFoundError, ModelNotAvailable) exits 2 with one line."""
     from .loading import ModelNotAvailable
+    from .provenance import start_run
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = (parser or build_parser()).parse_args(argv)
+    start_run(argv)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, ModelNotAvailable) as e:

@@ -4,13 +4,22 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 from .io import write_json
 
 SIDECAR = ".meta.json"
+
+_RUN: dict = {}   # the running command: argv, working folder, start time (set by shadowllm.cli.main)
+
+
+def start_run(argv) -> None:
+    """Remember the command line this process runs, so every sidecar it writes can be rerun (`shadowllm audit`)."""
+    _RUN.update(argv=[str(a) for a in argv], cwd=os.getcwd(), t0=time.time())
 
 
 def _git(*args) -> str | None:
@@ -55,14 +64,46 @@ def file_sha256(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+SAMPLED_ABOVE = 2 << 30   # bytes; larger inputs (big checkpoints) are fingerprinted from their ends and size
+_SAMPLE = 64 << 20
+
+
+def fingerprint(path) -> str:
+    """sha256 of a file, or for one above SAMPLED_ABOVE bytes 'sampled-sha256:' of its size and its first and last
+    64 MiB (hashing a 26 GB checkpoint for every job would cost more than the job)."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size <= SAMPLED_ABOVE:
+        return file_sha256(path)
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(_SAMPLE))
+        f.seek(size - _SAMPLE)
+        h.update(f.read(_SAMPLE))
+    return "sampled-sha256:" + h.hexdigest()
+
+
 def input_record(paths) -> dict[str, str | None]:
-    """{path: sha256} of each input file (None for a folder or a missing path), so a later audit can
+    """{path: fingerprint} of each input file (None for a folder or a missing path), so a later audit can
     tell whether an input changed."""
     out = {}
     for p in paths or []:
         p = Path(p)
-        out[str(p)] = file_sha256(p) if p.is_file() else None
+        out[str(p)] = fingerprint(p) if p.is_file() else None
     return out
+
+
+def model_files(model: str | None, gguf_file: str | None = None) -> list[str]:
+    """The files that define a local model folder (config, weights, tokenizer): the model as an input of a job.
+    A hub id (no such folder) gives none: its revision is in the hub cache, not here."""
+    if not model or not Path(model).is_dir():
+        return []
+    p = Path(model)
+    files = [p / n for n in ("config.json", "tokenizer.json", "tokenizer_config.json") if (p / n).is_file()]
+    files += sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin"))
+    if gguf_file and (p / gguf_file).is_file():
+        files.append(p / gguf_file)
+    return [str(f) for f in files]
 
 
 def meta(config: dict | None = None, seed: int | None = None, device: str | None = None, inputs=None,
@@ -80,6 +121,10 @@ def meta(config: dict | None = None, seed: int | None = None, device: str | None
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **extra,
     }
+    if _RUN:
+        rec.setdefault("argv", _RUN["argv"])
+        rec.setdefault("cwd", _RUN["cwd"])
+        rec.setdefault("runtime_s", round(time.time() - _RUN["t0"], 3))
     if inputs is not None:
         rec["inputs"] = input_record(inputs)
     return rec

@@ -86,7 +86,8 @@ def cmd_ablate(args):
     out = {"point": p.axes(args.model_name), "results": res, "seconds": seconds, "predictor": args.predictor}
     io.write_json(args.out, out)
     provenance.write_meta(args.out, config=args_config(args), seed=args.seed, device=str(model.device),
-                          inputs=[args.predictor] if args.predictor else None, point=out["point"])
+                          inputs=([args.predictor] if args.predictor else []) + provenance.model_files(
+                              args.model, args.gguf_file), point=out["point"])
     for t, m in res.items():
         print(t, {k: round(v, 4) for k, v in m.items()})
 

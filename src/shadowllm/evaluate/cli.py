@@ -52,7 +52,7 @@ def cmd_evaluate(args):
            "achieved_sparsity": achieved, "results": res, "seconds": time.time() - t0}
     io.write_json(args.out, out)
     provenance.write_meta(args.out, config=args_config(args), seed=args.seed, device=str(model.device),
-                          inputs=[args.mask] if args.mask else None)
+                          inputs=([args.mask] if args.mask else []) + provenance.model_files(args.model, args.gguf_file))
     for t, m in res.items():
         print(t, {k: round(v, 4) for k, v in m.items()})
 

@@ -29,9 +29,12 @@ def cmd_importance(args) -> int:
     col = collect(model, exs, crits, batch_size=args.batch_size, placement_layers=args.placement_layers,
                   pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0, progress=progress,
                   layer_inputs=args.layer_inputs, grasp_hvp=args.grasp_hvp, sequence_inputs=args.sequence_inputs)
+    from ..provenance import model_files
+
     cfg = args_config(args)
     paths = write_traces(args.out, col, model=args.model_name or args.model, task=args.task, k=args.k,
-                         seed=args.seed, neuron_traces=args.neuron_traces, config=cfg, device=device)
+                         seed=args.seed, neuron_traces=args.neuron_traces, config=cfg, device=device,
+                         inputs=model_files(args.model, args.gguf_file))
     for p in paths:
         print(p)
     return 0

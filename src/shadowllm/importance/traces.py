@@ -51,7 +51,8 @@ def _save(path: Path, tensors: dict, metadata: dict) -> None:
 
 
 def write_traces(out_dir, col: Collected, *, model: str, task: str, k: int, seed: int,
-                 neuron_traces="all", config: dict | None = None, device: str | None = None) -> list[Path]:
+                 neuron_traces="all", config: dict | None = None, device: str | None = None,
+                 inputs=None) -> list[Path]:
     """Write inputs + one file per criterion (each atomic, each with a .meta.json sidecar).
 
     neuron_traces: "all", "none" or a list of criteria whose per-example neuron scores are stored;
@@ -85,12 +86,12 @@ def write_traces(out_dir, col: Collected, *, model: str, task: str, k: int, seed
                    loss=col.loss.float())
     _save(p, tensors, dict(common, ids=col.ids, placement_layers=col.info.get("placement_layers", [0]),
                            layer_inputs=bool(col.layer_inputs)))
-    write_meta(p, config=cfg, seed=seed, device=device)
+    write_meta(p, config=cfg, seed=seed, device=device, inputs=inputs)
     written.append(p)
     if col.seq_inputs:
         p = out_dir / SEQUENCE_FILE
         _save(p, _sequence_tensors(col), dict(common, ids=col.ids, placement_layers=sorted(col.seq_inputs)))
-        write_meta(p, config=cfg, seed=seed, device=device)
+        write_meta(p, config=cfg, seed=seed, device=device, inputs=inputs)
         written.append(p)
     for name, hs in col.heads.items():
         q, lo, hi = quantize(hs)
@@ -104,7 +105,7 @@ def write_traces(out_dir, col: Collected, *, model: str, task: str, k: int, seed
         p = out_dir / f"{name}.safetensors"
         hvp = {"grasp_hvp": col.info["grasp_hvp"]} if CRITERIA[name].needs_hvp and col.info.get("grasp_hvp") else {}
         _save(p, t, dict(common, criterion=name, **hvp))
-        write_meta(p, config=cfg, seed=seed, device=device)
+        write_meta(p, config=cfg, seed=seed, device=device, inputs=inputs)
         written.append(p)
     return written
 

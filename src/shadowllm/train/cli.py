@@ -52,6 +52,8 @@ def cmd_train(args):
     try:
         metrics = train(cfg, data.corpus_docs("train"), data.corpus_docs("test"), tmp,
                         log=lambda m: print(m, flush=True))
+        # the weights carry the run's record, so an audit's chain reaches the training run
+        provenance.write_meta(tmp / "model.safetensors", config=dataclasses.asdict(cfg), seed=cfg.seed, device="cpu")
         (tmp / ".pid").unlink(missing_ok=True)
         if out.exists():
             shutil.rmtree(out)
