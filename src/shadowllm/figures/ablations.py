@@ -132,6 +132,8 @@ def _lines(ax, d, quantity, dense, colours, ppl_metric, ls="-", alpha=1.0) -> No
         ax.plot(g.sparsity * 100, g.value, marker="o", ls=ls, alpha=alpha, color=colours.get(label), label=label)
     if dense is not None:
         ax.axhline(dense, color="k", ls="--", lw=1, label="dense")
+        ax.update_datalim([(0, dense)], updatex=False)   # the reference line stays inside the axes
+        ax.autoscale_view()
     if quantity == PPL:
         ax.set_yscale("log")
     ax.set(xlabel="sparsity (%)", ylabel=ppl_metric.replace("_", " ") if quantity == PPL else "mean zero-shot acc")
