@@ -83,13 +83,27 @@ def test_configurations_never_collide_and_only_the_embedded_run_publishes():
             assert not shared, f"{a} and {b} share outputs: {sorted(shared)[:5]}"
 
 
-@pytest.mark.slow
-def test_small_configuration_runs_locally_and_then_has_nothing_to_do(tmp_path):
+SMALL = ["-s", "Snakefile", "--cores", "2", "--configfile", "config/test-small.yaml"]
+
+
+def _workdir(path: Path) -> Path:
     for s in SOURCES:
-        (tmp_path / s).symlink_to(REPO / s)
-    args = ["-s", "Snakefile", "--cores", "2", "--configfile", "config/test-small.yaml"]
-    r = snakemake(*args, cwd=tmp_path, timeout=900)
+        (path / s).symlink_to(REPO / s)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """The small configuration run once, uninterrupted, in its own folder."""
+    d = _workdir(tmp_path_factory.mktemp("small"))
+    r = snakemake(*SMALL, cwd=d, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return d
+
+
+@pytest.mark.slow
+def test_small_configuration_runs_locally_and_then_has_nothing_to_do(small_run):
+    tmp_path, args = small_run, SMALL
     res = tmp_path / "results" / "test-small"
     assert (res / "tables/tiny-opt/eval.csv").is_file()
     assert (res / "figures/tiny-opt/input_dependence.png").stat().st_size > 0
@@ -101,6 +115,82 @@ def test_small_configuration_runs_locally_and_then_has_nothing_to_do(tmp_path):
         if f.name.endswith(".meta.json") or f.parent.name == "model":
             continue
         assert Path(str(f) + ".meta.json").is_file(), f
+
+
+def _complete(res: Path) -> None:
+    """Every file a killed run left under results/ (temporary .tmp-* files aside) is whole: JSON parses,
+    safetensors headers and tables read."""
+    import json
+
+    from safetensors import safe_open
+
+    for f in res.rglob("*"):
+        if not f.is_file() or f.name.startswith(".tmp-") or any(p.name.startswith(".tmp-") for p in f.parents):
+            continue
+        if f.suffix == ".json":
+            json.loads(f.read_text())
+        elif f.suffix == ".safetensors":
+            with safe_open(str(f), "pt") as h:
+                for k in h.keys():
+                    h.get_tensor(k)
+        elif f.suffix == ".csv":
+            assert f.read_text().endswith("\n"), f
+
+
+@pytest.mark.slow
+def test_sigkill_then_restart_gives_the_tables_of_an_uninterrupted_run(small_run, tmp_path):
+    """SIGKILL the whole workflow (Snakemake and its jobs) at a few points, restart each time as the README says
+    (unlock, then the same command); the final tables equal the uninterrupted run's, byte for byte."""
+    import signal
+    import time
+
+    d = _workdir(tmp_path)
+    exe = Path(sys.executable).parent / "snakemake"
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    res = d / "results" / "test-small"
+    kills = 0
+    for delay in (12, 25, 40):
+        p = subprocess.Popen([str(exe), *SMALL, "--rerun-incomplete"], cwd=d, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            p.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            kills += 1
+            time.sleep(0.5)
+            _complete(res)
+            assert snakemake(*SMALL, "--unlock", cwd=d).returncode == 0
+    assert kills >= 2, "the small run finished before it could be killed twice"
+    r = snakemake(*SMALL, "--rerun-incomplete", cwd=d, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    tables = sorted((small_run / "results" / "test-small" / "tables").rglob("*.csv"))
+    assert len(tables) >= 3
+    for t in tables:
+        twin = res / t.relative_to(small_run / "results" / "test-small")
+        assert twin.read_bytes() == t.read_bytes(), f"{twin.name} differs after the kills"
+
+
+@pytest.mark.slow
+def test_a_new_sparsity_plans_only_its_jobs(small_run, tmp_path):
+    """A dry run against the finished small run: one more ablation sparsity plans only its new grid points and the
+    jobs that read the ablation table."""
+    import re
+
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "config" / "test-small.yaml").read_text())
+    cfg["ablations"]["sparsity"] = [0.5, 0.7]
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(cfg))
+    r = snakemake("-s", "Snakefile", "-n", "--configfile", str(f), cwd=small_run)
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = (r.stdout + r.stderr).split("Job stats:")[1].split("\n\n")[0]
+    jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    # at 0.7, every_source: static, oracle, random, predicted and dejavu under 3 protocols; heads_only: static for
+    # the 2 predictor criteria
+    assert jobs.pop("ablate") == 1 + 1 + 1 + 3 + 3 + 2, jobs
+    assert set(jobs) == {"ablation_table", "figure_ablations", "report_ablations", "all", "total"}, jobs
 
 
 def test_check_config_works_from_a_wheel(tmp_path):

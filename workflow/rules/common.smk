@@ -113,7 +113,7 @@ def model_flags(wildcards):
 
 
 def train_params(wildcards):
-    return json.dumps(model_cfg(wildcards.model).get("train", {}))
+    return json.dumps(model_cfg(wildcards.model).get("train", {}), sort_keys=True)  # key order is not a change
 
 
 def train_metrics(wildcards):
