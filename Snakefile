@@ -3,6 +3,9 @@
 #   snakemake --cores all --configfile X.yaml  another configuration (see config/); its outputs go under
 #                                              results/<its run name>/, never over another run's
 #   snakemake --profile slurm                  on a SLURM cluster (workflow/profiles/slurm)
+#   snakemake <stage>                          one stage and what it needs: data, importance, predictors,
+#                                              ablations, latency, figures, report (figures and report read
+#                                              only results tables)
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -33,3 +36,50 @@ rule all:
     default_target: True
     input:
         all_outputs(),
+
+
+localrules:
+    all,
+    download_model,
+    data,
+    importance,
+    predictors,
+    ablations,
+    latency,
+    figures,
+    report,
+
+
+rule data:
+    input:
+        stage_outputs("data"),
+
+
+rule importance:
+    input:
+        stage_outputs("importance"),
+
+
+rule predictors:
+    input:
+        stage_outputs("predictors"),
+
+
+rule ablations:
+    input:
+        stage_outputs("ablations"),
+
+
+rule latency:
+    input:
+        stage_outputs("latency"),
+
+
+rule figures:
+    input:
+        stage_outputs("figures"),
+
+
+rule report:
+    input:
+        stage_outputs("report"),

@@ -31,7 +31,7 @@ CASES = [
     (lambda c: c["importance"].update(tasks=["bb_winowhy", "piqa"]),
      ["config['importance']['tasks'][1] = 'piqa'", "calibration split"]),
     (lambda c: c["importance"].update(dependence_k=3), ["dependence_k'] = 3", "traced shots [0, 5]"]),
-    (lambda c: c["latency"]["benches"]["size-opt-125m_L6"].update(sizes=["opt-7b"]), ["unknown OPT size 'opt-7b'"]),
+    (lambda c: c["latency"]["benches"]["size-opt-125m_L6"].update(sizes=["opt-7b"]), ["unknown model size 'opt-7b'"]),
     (lambda c: c.pop("run"), ["'run' is a required property"]),
     (lambda c: c.update(run="../escape"), ["config['run'] = '../escape'"]),
     (lambda c: c.update(masks={"placement": 6}), ["config['masks']['placement'] = 6", "layers 0..5"]),

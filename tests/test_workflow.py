@@ -171,26 +171,39 @@ def test_sigkill_then_restart_gives_the_tables_of_an_uninterrupted_run(small_run
         assert twin.read_bytes() == t.read_bytes(), f"{twin.name} differs after the kills"
 
 
-@pytest.mark.slow
-def test_a_new_sparsity_plans_only_its_jobs(small_run, tmp_path):
-    """A dry run against the finished small run: one more ablation sparsity plans only its new grid points and the
-    jobs that read the ablation table."""
+def _planned(workdir: Path, cfg: dict, tmp_path: Path) -> dict[str, int]:
+    """{rule: jobs} that a dry run of this configuration plans in a finished run's folder."""
     import re
 
     import yaml
 
-    cfg = yaml.safe_load((REPO / "config" / "test-small.yaml").read_text())
-    cfg["ablations"]["sparsity"] = [0.5, 0.7]
     f = tmp_path / "c.yaml"
     f.write_text(yaml.safe_dump(cfg))
-    r = snakemake("-s", "Snakefile", "-n", "--configfile", str(f), cwd=small_run)
+    r = snakemake("-s", "Snakefile", "-n", "--configfile", str(f), cwd=workdir)
     assert r.returncode == 0, r.stderr[-2000:]
-    table = (r.stdout + r.stderr).split("Job stats:")[1].split("\n\n")[0]
-    jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    out = r.stdout + r.stderr
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("\n\n")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+@pytest.mark.slow
+def test_a_new_sparsity_or_a_figure_style_plans_only_their_jobs(small_run, tmp_path):
+    """Dry runs against the finished small run: one more ablation sparsity plans only its new grid points and the
+    jobs that read the ablation table; a figure style (config['figures']) plans only the figure jobs."""
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "config" / "test-small.yaml").read_text())
+    assert _planned(small_run, cfg, tmp_path) == {}
+    jobs = _planned(small_run, dict(cfg, ablations=dict(cfg["ablations"], sparsity=[0.5, 0.7])), tmp_path)
     # at 0.7, every_source: static, oracle, random, predicted and dejavu under 3 protocols; heads_only: static for
     # the 2 predictor criteria
     assert jobs.pop("ablate") == 1 + 1 + 1 + 3 + 3 + 2, jobs
     assert set(jobs) == {"ablation_table", "figure_ablations", "report_ablations", "all", "total"}, jobs
+    jobs = _planned(small_run, dict(cfg, figures={"dpi": 90}), tmp_path)
+    assert set(jobs) == {"figure_eval", "figure_dependence", "figure_predictors", "figure_ablations", "all",
+                         "total"}, jobs
 
 
 def test_check_config_works_from_a_wheel(tmp_path):

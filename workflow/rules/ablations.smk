@@ -53,7 +53,7 @@ rule ablate:
     resources:
         mem_mb=mem_mb_for(3000, 4000),
         runtime=runtime_for(20, 30),
-        gpu=MODEL_GPU,
+        gpu=model_gpus,
     shell:
         "shadowllm ablate {params.flags} --threads {threads} --model-name {wildcards.model} "
         "--source {wildcards.source} --criterion {wildcards.criterion} --shots {wildcards.shots} "
@@ -93,6 +93,7 @@ rule figure_ablations:
                caption="../report/ablations.rst", category="Ablations"),
     params:
         outdir=lambda wc, output: os.path.dirname(output[0]),
+        dpi=FIG_DPI,
     conda:
         CONDA_ENV
     log:
@@ -104,7 +105,8 @@ rule figure_ablations:
         runtime=5,
         gpu=0,
     shell:
-        "shadowllm plot-ablations --table {input} --title {wildcards.model} --outdir {params.outdir} > {log} 2>&1"
+        "shadowllm plot-ablations --table {input} --title {wildcards.model} --dpi {params.dpi} "
+        "--outdir {params.outdir} > {log} 2>&1"
 
 
 rule report_ablations:

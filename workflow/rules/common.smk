@@ -3,6 +3,7 @@
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
 
@@ -31,10 +32,9 @@ EVAL = config.get("evaluation")
 MASKS = config.get("masks")
 IMP = config.get("importance")
 LAT = config.get("latency")
+FIG_DPI = config["figures"]["dpi"]  # figure style: changing it reruns the figure jobs only
 CONDA_ENV = "../../envs/shadowllm.yaml"  # for --software-deployment-method conda
 TASK_DIR = f"{R}/data/tasks"
-# a GPU is requested only by jobs that would use one: model jobs on device cuda or auto
-MODEL_GPU = 0 if DEVICE == "cpu" else 1
 
 # The axes of a grid point, in path order: a path names every axis (see shadowllm.evaluate.tables.AXES).
 POINT = ("source={source}/criterion={criterion}/placement={placement}/style={style}/units={units}/"
@@ -47,6 +47,7 @@ wildcard_constraints:
     model="[A-Za-z0-9_.-]+",
     package="[A-Za-z0-9_.+-]+",
     gguf="[A-Za-z0-9_.-]+\\.gguf",
+    repo="[A-Za-z0-9_.-]+--[A-Za-z0-9_.-]+",
     source="[a-z_]+",
     criterion="[a-z_0-9]+",
     placement=r"\d+",
@@ -72,13 +73,29 @@ def model_cfg(model):
 
 
 def model_path(model):
-    """What `--model` gets: the trained folder, the converted folder, a hub id or a local folder."""
+    """What `--model` gets: the trained folder, the converted folder, the downloaded hub folder or a local one."""
     m = model_cfg(model)
     if m["source"] == "train":
         return f"{R}/models/{model}/model"
     if m["source"] == "pypi_gguf":
         return converted_path(model)
+    if m["source"] == "hub":
+        return hub_path(model)
     return m["path"]
+
+
+def hub_path(model):
+    """A hub model, downloaded once (shared by every run of this checkout, like a converted one)."""
+    from shadowllm.data.download import folder_name
+
+    return f"resources/models/hub/{folder_name(model_cfg(model)['path'])}"
+
+
+def hub_id(wildcards):
+    for name, m in MODELS.items():
+        if m["source"] == "hub" and hub_path(name) == f"resources/models/hub/{wildcards.repo}":
+            return m["path"]
+    raise WorkflowError(f"resources/models/hub/{wildcards.repo} is not the folder of any hub model in config['models']")
 
 
 def converted_path(model):
@@ -101,6 +118,8 @@ def model_input(wildcards):
     m = model_cfg(wildcards.model)
     if m["source"] == "train":
         return [f"{R}/models/{wildcards.model}/model"]
+    if m["source"] == "hub":
+        return [hub_path(wildcards.model)]
     return [converted_path(wildcards.model)] if m["source"] == "pypi_gguf" else []
 
 
@@ -124,6 +143,11 @@ def train_metrics(wildcards):
 
 def params_b(wildcards):
     return float(model_cfg(wildcards.model)["params_b"]) if hasattr(wildcards, "model") else 0.01
+
+
+def model_gpus(wildcards):
+    """GPUs a model job asks for: none on cpu, else the model's `gpus` (a model beyond one GPU spreads over them)."""
+    return 0 if DEVICE == "cpu" else int(model_cfg(wildcards.model)["gpus"])
 
 
 def mem_mb_for(base_mb, per_b_mb=0):
@@ -294,6 +318,30 @@ def publish_pairs():
 def publish_inputs():
     """Everything else the run builds, so that publishing (which changes tracked files) comes last."""
     return [a for a, _ in final_outputs()] + imp_traces_all() + lat_csvs()
+
+
+STAGES = ("data", "importance", "predictors", "ablations", "latency", "figures", "report")
+
+
+def stage_outputs(stage):
+    """What `snakemake <stage>` builds (each stage's final files; its inputs come along)."""
+    final = [a for a, _ in final_outputs()]
+    if stage == "data":
+        return [TASK_DIR] + [p for m in MODELS for p in model_input(SimpleNamespace(model=m))]
+    if stage == "importance":
+        return imp_traces_all() + ([f"{R}/importance/{m}/input_dependence.csv" for m in MODELS]
+                                   if IMP and IMP["tasks"] else [])
+    if stage == "predictors":
+        return [f"{R}/tables/{m}/predictors.csv" for m in MODELS] if config.get("predictors") else []
+    if stage == "ablations":
+        return [f"{R}/tables/{m}/ablations.csv" for m in MODELS] if AB else []
+    if stage == "latency":
+        return lat_csvs() + ([f"{R}/latency/latency.csv", f"{R}/latency/predictor_flops.csv"] if LAT else [])
+    if stage == "figures":
+        return [p for p in final if "/figures/" in p]
+    if stage == "report":
+        return [p for p in final if p.endswith(".md")]
+    raise WorkflowError(f"unknown stage {stage!r}; expected one of {STAGES}")
 
 
 def all_outputs():

@@ -23,7 +23,7 @@ rule evaluate:
     resources:
         mem_mb=mem_mb_for(4000, 4000),
         runtime=runtime_for(20, 30),
-        gpu=MODEL_GPU,
+        gpu=model_gpus,
     shell:
         "shadowllm evaluate {params.flags} --threads {threads} --model-name {wildcards.model} {params.mask} "
         "--tasks {params.tasks} --include {input.tasks} {params.limit} --batch-size {params.batch_size} "

@@ -5,6 +5,8 @@ rule figure_eval:
     output:
         report(f"{R}/figures/{{model}}/eval_vs_sparsity.png", caption="../report/eval_vs_sparsity.rst",
                category="Evaluation"),
+    params:
+        dpi=FIG_DPI,
     conda:
         CONDA_ENV
     log:
@@ -16,7 +18,7 @@ rule figure_eval:
         runtime=5,
         gpu=0,
     shell:
-        "shadowllm plot-eval --table {input} --title {wildcards.model} --out {output} > {log} 2>&1"
+        "shadowllm plot-eval --table {input} --title {wildcards.model} --dpi {params.dpi} --out {output} > {log} 2>&1"
 
 
 rule figure_dependence:
@@ -28,6 +30,7 @@ rule figure_dependence:
                category="Importance"),
     params:
         title=dependence_title,
+        dpi=FIG_DPI,
     conda:
         CONDA_ENV
     log:
@@ -39,7 +42,7 @@ rule figure_dependence:
         runtime=5,
         gpu=0,
     shell:
-        "shadowllm plot-dependence --csv {input} --title '{params.title}' --out {output} > {log} 2>&1"
+        "shadowllm plot-dependence --csv {input} --title '{params.title}' --dpi {params.dpi} --out {output} > {log} 2>&1"
 
 
 rule figure_latency:
@@ -53,6 +56,7 @@ rule figure_latency:
     params:
         outdir=lambda wc, output: os.path.dirname(output.figures[0]),
         sparsity=LAT["figure_sparsity"] if LAT else 0.5,
+        dpi=FIG_DPI,
     conda:
         CONDA_ENV
     log:
@@ -65,7 +69,7 @@ rule figure_latency:
         gpu=0,
     shell:
         "shadowllm latency-figures --csv {input} --outdir {params.outdir} --sparsity {params.sparsity} "
-        "--format png --table {output.table} > {log} 2>&1"
+        "--format png --dpi {params.dpi} --table {output.table} > {log} 2>&1"
 
 
 rule figure_predictors:
@@ -77,6 +81,7 @@ rule figure_predictors:
                caption="../report/predictors.rst", category="Predictors"),
     params:
         outdir=lambda wc, output: os.path.dirname(output[0]),
+        dpi=FIG_DPI,
     conda:
         CONDA_ENV
     log:
@@ -88,4 +93,5 @@ rule figure_predictors:
         runtime=5,
         gpu=0,
     shell:
-        "shadowllm plot-predictors --table {input} --title {wildcards.model} --outdir {params.outdir} > {log} 2>&1"
+        "shadowllm plot-predictors --table {input} --title {wildcards.model} --dpi {params.dpi} "
+        "--outdir {params.outdir} > {log} 2>&1"

@@ -32,7 +32,7 @@ rule importance_traces:
     resources:
         mem_mb=mem_mb_for(4000, 3000),
         runtime=runtime_for(20, 30),
-        gpu=MODEL_GPU,
+        gpu=model_gpus,
     shell:
         "shadowllm importance {params.flags} --dtype {params.dtype} --threads {threads} "
         "--model-name {wildcards.model} --task {wildcards.task} --k {wildcards.k} --criteria {params.criteria} "

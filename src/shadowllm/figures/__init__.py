@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+STYLE = {"dpi": 0}   # 0: each figure's own resolution; set from the workflow's config['figures'] (--dpi)
+
 
 def pyplot():
     """matplotlib.pyplot on the non-interactive backend (figures are files, never windows)."""
@@ -22,6 +24,8 @@ def save(fig, path, inputs=None, **savefig_kw) -> Path:
     path = Path(path)
     if path.suffix == ".pdf":  # no creation date: the same figure gives the same bytes on every run
         savefig_kw.setdefault("metadata", {"CreationDate": None})
+    if STYLE["dpi"]:
+        savefig_kw["dpi"] = STYLE["dpi"]
     with atomic_path(path, suffix=path.suffix) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip("."), **savefig_kw)
     write_meta(path, config={"figure": path.name, "sources": [str(p) for p in inputs or []]}, inputs=inputs or [])

@@ -51,13 +51,24 @@ ONE_TABLE = [
 ]
 
 
+def _styled(fn):
+    """The command with the figure style of its arguments applied first (one place for every figure)."""
+    def run(args):
+        from . import STYLE
+
+        STYLE["dpi"] = args.dpi
+        return fn(args)
+    return run
+
+
 def register(sub) -> None:
     for name, help_, src, dst, fn in ONE_TABLE:
         p = sub.add_parser(name, help=help_)
         p.add_argument(src, required=True)
         p.add_argument("--title", default="")
         p.add_argument(dst, required=True)
-        p.set_defaults(func=fn)
+        p.add_argument("--dpi", type=int, default=0, help="resolution of raster figures (0: each figure's own)")
+        p.set_defaults(func=_styled(fn))
 
     p = sub.add_parser("latency-figures", help="latency vs model size / sparsity / generation length")
     p.add_argument("--csv", nargs="+", required=True)
@@ -65,4 +76,5 @@ def register(sub) -> None:
     p.add_argument("--sparsity", type=float, default=0.5, help="sparsity shown in the size / length plots")
     p.add_argument("--format", default="pdf")
     p.add_argument("--table", default=None, help="also write the combined latency table (CSV) here")
-    p.set_defaults(func=cmd_latency_figures)
+    p.add_argument("--dpi", type=int, default=0, help="resolution of raster figures (0: each figure's own)")
+    p.set_defaults(func=_styled(cmd_latency_figures))
