@@ -20,6 +20,7 @@ STAGES = [
     "shadowllm.sparse.cli",          # sliced execution and latency
     "shadowllm.figures.cli",         # every figure, drawn from results tables
     "shadowllm.workflow_cli",        # check-config, publish
+    "shadowllm.report.build",        # report: the paper's claims, held / not held / not testable here
     "shadowllm.audit",               # audit: how an output was made, whether its inputs changed, --rerun
 ]
 

@@ -127,3 +127,27 @@ rule report_ablations:
         gpu=0,
     shell:
         "shadowllm report-ablations --table {input} --model {wildcards.model} --out {output} > {log} 2>&1"
+
+
+rule report_claims:
+    """The paper's claims, one by one: our numbers beside the paper's, held / not held / not testable here."""
+    input:
+        unpack(claims_inputs),
+    output:
+        report(f"{R}/reports/{{model}}/claims.md", caption="../report/claims.rst", category="Report"),
+    params:
+        tables=lambda wc, input: " ".join(f"--{k} {v}" for k, v in input.items()),
+        questions=claims_questions(),
+    conda:
+        CONDA_ENV
+    log:
+        f"{L}/reports/{{model}}/claims.log",
+    benchmark:
+        f"{B}/reports/{{model}}/claims.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+        gpu=0,
+    shell:
+        "shadowllm report --model-name {wildcards.model} {params.tables} --questions {params.questions} "
+        "--out {output} > {log} 2>&1"

@@ -301,6 +301,7 @@ def final_outputs():
         out += [(f"{R}/figures/{m}/{f}.png", f"figures/{m}/{f}.png") for f in PRED_FIGURES]
         out.append((f"{R}/tables/{m}/predictors.csv", f"reports/{m}/predictors.csv"))
     for m in (MODELS if AB else []):
+        out.append((f"{R}/reports/{m}/claims.md", f"reports/{m}/claims.md"))
         out += [(f"{R}/figures/{m}/{f}.png", f"figures/{m}/{f}.png") for f in AB_FIGURES]
         out += [(f"{R}/tables/{m}/ablations.csv", f"reports/{m}/ablations.csv"),
                 (f"{R}/reports/{m}/ablations.md", f"reports/{m}/ablations.md")]
@@ -458,3 +459,25 @@ def fewshot_traces(wildcards):
     ks = [int(k) for k in wildcards.shots.split("+")]
     return [f"{R}/importance/{wildcards.model}/{t}/k{k}/{n}" for t in IMP["tasks"] for k in ks
             for n in ("inputs.safetensors", f"{wildcards.criterion}.safetensors")]
+
+
+# ---- the claims report ---------------------------------------------------------------------------
+
+def claims_inputs(wildcards):
+    """The tables a model's claims are judged on: whichever stages this configuration runs."""
+    m = wildcards.model
+    ins = {"ablations": f"{R}/tables/{m}/ablations.csv"}
+    if config.get("predictors"):
+        ins["predictors"] = f"{R}/tables/{m}/predictors.csv"
+    if LAT:
+        ins["latency"] = f"{R}/latency/latency.csv"
+    if IMP and IMP["tasks"]:
+        ins["dependence"] = f"{R}/importance/{m}/input_dependence.csv"
+    return ins
+
+
+def claims_questions():
+    """Zero-shot questions behind one mean accuracy of the grid (0: whole tasks, count unknown here)."""
+    if not AB or not AB["limit"]:
+        return 0
+    return AB["limit"] * len(AB["zero_shot_tasks"] or EVAL["tasks"])

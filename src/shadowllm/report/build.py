@@ -1,0 +1,65 @@
+"""Render the claims of one model into Markdown (`shadowllm report`), from its results tables only."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .claims import CLAIMS, HELD, NOT_HELD, UNTESTABLE, Tables
+
+
+def load_tables(ablations=None, predictors=None, latency=None, dependence=None, questions: int = 0) -> Tables:
+    def read(p):
+        return pd.read_csv(p) if p and Path(p).is_file() else None
+
+    return Tables(read(ablations), read(predictors), read(latency), read(dependence), questions)
+
+
+def _cell(s: str) -> str:
+    return s.replace("|", "/").replace("\n", " ")
+
+
+def render(model: str, t: Tables, title: str | None = None) -> str:
+    verdicts = [(c, c.judge(t)) for c in CLAIMS.values()]
+    n = {v: sum(1 for _, x in verdicts if x.verdict == v) for v in (HELD, NOT_HELD, UNTESTABLE)}
+    lines = [f"# {title or model}: the paper's claims, checked", "",
+             f"{n[HELD]} held, {n[NOT_HELD]} not held, {n[UNTESTABLE]} not testable here. Every number below comes "
+             "from this run's tables (perplexity: word perplexity; accuracy: mean zero-shot acc); the protocol "
+             "(what a mask may see) and the units pruned are named beside each. The paper's numbers are OPT models "
+             "on WikiText2 and its 7 tasks, with masks that reached heads only.", "",
+             "| claim | paper | ours | verdict | why |", "|---|---|---|---|---|"]
+    for c, v in verdicts:
+        lines.append(f"| {_cell(c.text)} | {_cell(c.paper)} | {_cell(v.ours)} | **{v.verdict}** | {_cell(v.why)} |")
+    dense_ppl, dense_acc = t.ppl(source="dense"), t.acc(source="dense")
+    dense = ([f"perplexity {dense_ppl:,.1f}"] if dense_ppl is not None else []) + \
+        ([f"mean accuracy {dense_acc:.3f} over {t.questions} questions"] if dense_acc is not None else [])
+    if dense:
+        lines += ["", "Dense reference: " + ", ".join(dense) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_report(args) -> int:
+    from .. import io
+    from ..provenance import write_meta
+
+    t = load_tables(args.ablations, args.predictors, args.latency, args.dependence, args.questions)
+    text = render(args.model_name, t, args.title)
+    io.write_text(args.out, text)
+    inputs = [p for p in (args.ablations, args.predictors, args.latency, args.dependence) if p]
+    write_meta(args.out, config={"command": "report", "model": args.model_name, "questions": args.questions},
+               inputs=inputs)
+    print(text)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="the paper's claims, held / not held / not testable, from one model's tables")
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--ablations", default=None, help="tables/{model}/ablations.csv")
+    p.add_argument("--predictors", default=None, help="tables/{model}/predictors.csv")
+    p.add_argument("--latency", default=None, help="latency/latency.csv")
+    p.add_argument("--dependence", default=None, help="importance/{model}/input_dependence.csv")
+    p.add_argument("--questions", type=int, default=0, help="zero-shot questions behind one mean accuracy")
+    p.add_argument("--title", default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)
