@@ -302,6 +302,8 @@ def final_outputs():
         out.append((f"{R}/tables/{m}/predictors.csv", f"reports/{m}/predictors.csv"))
     for m in (MODELS if AB else []):
         out.append((f"{R}/reports/{m}/claims.md", f"reports/{m}/claims.md"))
+        if LAT:
+            out.append((f"{R}/figures/{m}/accuracy_vs_latency.png", f"figures/{m}/accuracy_vs_latency.png"))
         out += [(f"{R}/figures/{m}/{f}.png", f"figures/{m}/{f}.png") for f in AB_FIGURES]
         out += [(f"{R}/tables/{m}/ablations.csv", f"reports/{m}/ablations.csv"),
                 (f"{R}/reports/{m}/ablations.md", f"reports/{m}/ablations.md")]

@@ -95,3 +95,28 @@ rule figure_predictors:
     shell:
         "shadowllm plot-predictors --table {input} --title {wildcards.model} --dpi {params.dpi} "
         "--outdir {params.outdir} > {log} 2>&1"
+
+
+rule figure_tradeoff:
+    """Mean zero-shot accuracy against decode latency per method, coloured by sparsity (paper Fig. 1): the ablation
+    table's accuracy beside the latency table's ms/token of the decoder mode that implements each mask source."""
+    input:
+        ablations=f"{R}/tables/{{model}}/ablations.csv",
+        latency=f"{R}/latency/latency.csv",
+    output:
+        report(f"{R}/figures/{{model}}/accuracy_vs_latency.png", caption="../report/tradeoff.rst", category="Report"),
+    params:
+        dpi=FIG_DPI,
+    conda:
+        CONDA_ENV
+    log:
+        f"{L}/figures/{{model}}/accuracy_vs_latency.log",
+    benchmark:
+        f"{B}/figures/{{model}}/accuracy_vs_latency.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+        gpu=0,
+    shell:
+        "shadowllm plot-tradeoff --ablations {input.ablations} --latency {input.latency} --title {wildcards.model} "
+        "--dpi {params.dpi} --out {output} > {log} 2>&1"

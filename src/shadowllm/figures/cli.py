@@ -39,6 +39,13 @@ def cmd_latency_figures(args) -> int:
     return 0
 
 
+def cmd_plot_tradeoff(args) -> int:
+    from .tradeoff import accuracy_vs_latency
+
+    print(f"[figures] wrote {accuracy_vs_latency(args.ablations, args.latency, args.out, args.title, args.latency_model)}")
+    return 0
+
+
 # (command, help, input flag, output flag, function): figures drawn from one table with a title
 ONE_TABLE = [
     ("plot-eval", "accuracy and perplexity vs sparsity, from an evaluation table", "--table", "--out", cmd_plot_eval),
@@ -78,3 +85,12 @@ def register(sub) -> None:
     p.add_argument("--table", default=None, help="also write the combined latency table (CSV) here")
     p.add_argument("--dpi", type=int, default=0, help="resolution of raster figures (0: each figure's own)")
     p.set_defaults(func=_styled(cmd_latency_figures))
+
+    p = sub.add_parser("plot-tradeoff", help="accuracy vs decode latency per method, coloured by sparsity (Fig. 1)")
+    p.add_argument("--ablations", required=True, help="a model's ablation table")
+    p.add_argument("--latency", nargs="+", required=True, help="latency CSVs")
+    p.add_argument("--latency-model", default=None, help="the benchmarked shape to read (default: the largest)")
+    p.add_argument("--title", default="")
+    p.add_argument("--dpi", type=int, default=0, help="resolution of raster figures (0: each figure's own)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_styled(cmd_plot_tradeoff))
