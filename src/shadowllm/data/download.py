@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 # weights (safetensors preferred), config, tokenizer, generation settings
@@ -25,13 +24,11 @@ def download(repo_id: str, out: str | Path, revision: str | None = None) -> Path
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    from ..io import write_json
+    from ..io import atomic_dir, write_json
     from ..provenance import model_files
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         try:
             src = Path(snapshot_download(repo_id, revision=revision, allow_patterns=PATTERNS))
         except LocalEntryNotFoundError as e:
@@ -47,12 +44,6 @@ def download(repo_id: str, out: str | Path, revision: str | None = None) -> Path
                 shutil.copyfile(f, tmp / f.name)         # resolves the cache's symlinks into real files
         write_json(tmp / "SOURCE.json", {"repo_id": repo_id, "revision": revision or "main",
                                          "snapshot": src.name, "files": sorted(p.name for p in tmp.iterdir())})
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     print(json.dumps({"repo_id": repo_id, "out": str(out), "files": len(model_files(str(out)))}))
     return out
 

@@ -5,7 +5,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from .. import io, provenance
@@ -47,20 +46,13 @@ def cmd_train(args):
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(out.parent, f".tmp-{out.name}-")
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))  # same file system as out
-    (tmp / ".pid").write_text(str(os.getpid()))
-    try:
+    with io.atomic_dir(out) as tmp:   # same file system as out; .pid marks it as a live run's
+        (tmp / ".pid").write_text(str(os.getpid()))
         metrics = train(cfg, data.corpus_docs("train"), data.corpus_docs("test"), tmp,
                         log=lambda m: print(m, flush=True))
         # the weights carry the run's record, so an audit's chain reaches the training run
         provenance.write_meta(tmp / "model.safetensors", config=dataclasses.asdict(cfg), seed=cfg.seed, device="cpu")
         (tmp / ".pid").unlink(missing_ok=True)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     io.write_json(args.metrics, metrics)
     provenance.write_meta(args.metrics, config=dataclasses.asdict(cfg), seed=cfg.seed, device="cpu")
 
