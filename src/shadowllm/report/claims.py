@@ -167,18 +167,27 @@ def _global_local(t: Tables) -> Verdict:
                    "" if all(wins) else f"local wins {wins.count(False)} of {len(wins)} comparisons")
 
 
+def _shadow_vs_dejavu(t: Tables, value, protocols) -> list[tuple[str, float, float, float]]:
+    """(protocol, sparsity, ShadowLLM global, DejaVu) wherever both ran: plainact, heads and neurons."""
+    out = []
+    for proto in protocols:
+        for s in t.sparsities(source="predicted", protocol=proto, criterion="plainact"):
+            sh = value(source="predicted", style="global", protocol=proto, criterion="plainact", units="both",
+                       sparsity=s)
+            dv = value(source="dejavu", protocol=proto, criterion="plainact", units="both", sparsity=s)
+            if sh is not None and dv is not None:
+                out.append((proto, s, sh, dv))
+    return out
+
+
 @claim("shadowllm_beats_dejavu_ppl", "One ShadowLLM predictor beats per-layer DejaVu-style predictors (perplexity)",
        "OPT-13B, global, 40/50/60 %: 12.70/13.90/17.10 vs 13.00/17.37/3380; OPT-30B 50 %: 12.13 vs 35.05")
 def _shadow_dejavu(t: Tables) -> Verdict:
     rows, wins = [], []
-    for s in t.sparsities(source="predicted", protocol="sequence", criterion="plainact"):
-        sh = t.ppl(source="predicted", style="global", protocol="sequence", criterion="plainact", units="both",
-                   sparsity=s)
-        dv = t.ppl(source="dejavu", protocol="sequence", criterion="plainact", units="both", sparsity=s)
+    for _, s, sh, dv in _shadow_vs_dejavu(t, t.ppl, ["sequence"]):
         st = t.ppl(source="static", criterion="plainact", units="both", sparsity=s, style="global", protocol="none")
-        if sh is not None and dv is not None:
-            rows.append(f"{s:.0%}: {_fmt(sh)} vs {_fmt(dv)} (static {_fmt(st)})")
-            wins.append(sh <= dv)
+        rows.append(f"{s:.0%}: {_fmt(sh)} vs {_fmt(dv)} (static {_fmt(st)})")
+        wins.append(sh <= dv)
     if not wins:
         return Verdict(UNTESTABLE, "-", "no predicted and dejavu points under the sequence protocol")
     v = HELD if all(wins) else NOT_HELD
@@ -190,15 +199,9 @@ def _shadow_dejavu(t: Tables) -> Verdict:
        "OPT-13B mean accuracy (7 tasks), 50 % / 70 %: 61.19 vs 58.32, 56.97 vs 46.71")
 def _shadow_dejavu_acc(t: Tables) -> Verdict:
     res = t.acc_resolution()
-    rows, diffs = [], []
-    for proto in ("prompt", "sequence"):
-        for s in t.sparsities(source="predicted", protocol=proto):
-            sh = t.acc(source="predicted", style="global", protocol=proto, criterion="plainact", units="both",
-                       sparsity=s)
-            dv = t.acc(source="dejavu", protocol=proto, criterion="plainact", units="both", sparsity=s)
-            if sh is not None and dv is not None:
-                rows.append(f"{proto} {s:.0%}: {sh:.3f} vs {dv:.3f}")
-                diffs.append(sh - dv)
+    pairs = _shadow_vs_dejavu(t, t.acc, ["prompt", "sequence"])
+    rows = [f"{proto} {s:.0%}: {sh:.3f} vs {dv:.3f}" for proto, s, sh, dv in pairs]
+    diffs = [sh - dv for _, _, sh, dv in pairs]
     if not diffs:
         return Verdict(UNTESTABLE, "-", "no zero-shot predicted and dejavu points")
     ours = "; ".join(rows) + " (mean acc, plainact)"
