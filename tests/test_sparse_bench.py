@@ -25,6 +25,7 @@ def test_predictor_flops_formulas(tmp_path):
     assert int(r["dejavu_macs"]) == N * (E * p + p * (H + F))
     assert int(r["shadowllm_macs"]) == E * p + p * N * (H + F)
     assert json.loads((tmp_path / "pf.csv.meta.json").read_text())["config"]["p"] == 1024
+    assert all(v != "" for r in rows.values() for v in r.values()), "a column no row fills"
 
 
 def test_bench_latency_cli_and_figures(tmp_path, monkeypatch):

@@ -382,7 +382,7 @@ def bench_and_write(out, config: dict, seed: int = 0, **kw):
 
 # ---- predictor FLOPs -------------------------------------------------------------------------------
 
-FLOPS_FIELDS = ["model", "layers", "hidden", "heads", "kv_heads", "ffn", "p", "dejavu_macs", "shadowllm_macs",
+FLOPS_FIELDS = ["model", "layers", "hidden", "heads", "ffn", "p", "dejavu_macs", "shadowllm_macs",
                 "dejavu_over_shadowllm", "model_macs_per_token", "dejavu_pct_of_model", "shadowllm_pct_of_model"]
 
 
