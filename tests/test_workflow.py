@@ -200,7 +200,8 @@ def test_a_new_sparsity_or_a_figure_style_plans_only_their_jobs(small_run, tmp_p
     # at 0.7, every_source: static, oracle, random, predicted and dejavu under 3 protocols; heads_only: static for
     # the 2 predictor criteria
     assert jobs.pop("ablate") == 1 + 1 + 1 + 3 + 3 + 2, jobs
-    assert set(jobs) == {"ablation_table", "figure_ablations", "report_ablations", "all", "total"}, jobs
+    assert set(jobs) == {"ablation_table", "figure_ablations", "report_ablations", "report_claims", "all",
+                         "total"}, jobs
     jobs = _planned(small_run, dict(cfg, figures={"dpi": 90}), tmp_path)
     assert set(jobs) == {"figure_eval", "figure_dependence", "figure_predictors", "figure_ablations", "all",
                          "total"}, jobs
