@@ -103,6 +103,15 @@ def _best_sparsity(t: Tables, want: list[float], **axes) -> float | None:
     return have[-1] if have else None
 
 
+def _tally(rows: list[str], wins: list[bool], setting: str, missing: str, losing: str) -> Verdict:
+    """Held when the claim wins every comparison; `losing` names who beat it (e.g. 'local wins'), `missing` why
+    nothing could be compared."""
+    if not wins:
+        return Verdict(UNTESTABLE, "-", missing)
+    why = "" if all(wins) else f"{losing} {wins.count(False)} of {len(wins)} comparisons"
+    return Verdict(HELD if all(wins) else NOT_HELD, "; ".join(rows) + f" ({setting})", why)
+
+
 STATIC = dict(source="static", style="global", protocol="none")
 
 
@@ -160,11 +169,7 @@ def _global_local(t: Tables) -> Verdict:
             if g is not None and lo is not None:
                 rows.append(f"{src} {s:.0%}: {_fmt(g)} vs {_fmt(lo)}")
                 wins.append(g < lo)
-    if not wins:
-        return Verdict(UNTESTABLE, "-", "no local points in the grid")
-    v = HELD if all(wins) else NOT_HELD
-    return Verdict(v, "; ".join(rows) + " (plainact, perplexity, global vs local)",
-                   "" if all(wins) else f"local wins {wins.count(False)} of {len(wins)} comparisons")
+    return _tally(rows, wins, "plainact, perplexity, global vs local", "no local points in the grid", "local wins")
 
 
 def _shadow_vs_dejavu(t: Tables, value, protocols) -> list[tuple[str, float, float, float]]:
@@ -188,11 +193,8 @@ def _shadow_dejavu(t: Tables) -> Verdict:
         st = t.ppl(source="static", criterion="plainact", units="both", sparsity=s, style="global", protocol="none")
         rows.append(f"{s:.0%}: {_fmt(sh)} vs {_fmt(dv)} (static {_fmt(st)})")
         wins.append(sh <= dv)
-    if not wins:
-        return Verdict(UNTESTABLE, "-", "no predicted and dejavu points under the sequence protocol")
-    v = HELD if all(wins) else NOT_HELD
-    return Verdict(v, "; ".join(rows) + " (plainact, sequence protocol, ShadowLLM global vs DejaVu local)",
-                   "" if all(wins) else f"DejaVu is better at {wins.count(False)} of {len(wins)} sparsities")
+    return _tally(rows, wins, "plainact, sequence protocol, ShadowLLM global vs DejaVu local",
+                  "no predicted and dejavu points under the sequence protocol", "DejaVu is better in")
 
 
 @claim("shadowllm_beats_dejavu_acc", "ShadowLLM keeps more zero-shot accuracy than DejaVu-style at high sparsity",
@@ -232,11 +234,8 @@ def _fewshot(t: Tables) -> Verdict:
             if z is not None and f is not None:
                 rows.append(f"{crit} {s:.0%}: {_fmt(z)} vs {_fmt(f)}")
                 wins.append(f < z)
-    if not wins:
-        return Verdict(UNTESTABLE, "-", "no criterion has both a 0-shot and a k-shot static point")
-    v = HELD if all(wins) else NOT_HELD
-    return Verdict(v, "; ".join(rows) + f" (0-shot vs {k}-shot traces, perplexity)",
-                   "" if all(wins) else f"0-shot wins {wins.count(False)} of {len(wins)}")
+    return _tally(rows, wins, f"0-shot vs {k}-shot traces, perplexity",
+                  "no criterion has both a 0-shot and a k-shot static point", "0-shot wins")
 
 
 @claim("first_layer_predictor_suffices", "A first-layer predictor ranks as well as per-layer predictors",
@@ -288,8 +287,5 @@ def _latency(t: Tables) -> Verdict:
         if len(a) and len(b):
             rows.append(f"{model} {device}: {a.iloc[0]:.1f} vs {b.iloc[0]:.1f} ms/token")
             wins.append(a.iloc[0] < b.iloc[0])
-    if not wins:
-        return Verdict(UNTESTABLE, "-", "no per-token ShadowLLM and DejaVu rows at 50 %")
-    v = HELD if all(wins) else NOT_HELD
-    return Verdict(v, "; ".join(rows) + " (random weights of the shape, 50 %)",
-                   "" if all(wins) else f"DejaVu is faster in {wins.count(False)} of {len(wins)}")
+    return _tally(rows, wins, "random weights of the shape, 50 %", "no per-token ShadowLLM and DejaVu rows at 50 %",
+                  "DejaVu is faster in")
