@@ -1,4 +1,4 @@
-"""Every figure of the study, drawn from results tables only (eval.py, dependence.py, latency.py)."""
+"""Every figure of the study, drawn with pandas + seaborn from results tables only, each as PNG and PDF."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,14 +6,25 @@ from pathlib import Path
 STYLE = {"dpi": 0}   # 0: each figure's own resolution; set from the workflow's config['figures'] (--dpi)
 
 
+FORMATS = ("png", "pdf")   # every figure is written in both: PNG to look at, PDF to put in a paper
+
+
 def pyplot():
-    """matplotlib.pyplot on the non-interactive backend (figures are files, never windows)."""
+    """matplotlib.pyplot on the non-interactive backend (figures are files, never windows), seaborn's theme set."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    sns().set_theme(context="paper", style="whitegrid", font_scale=1.0)
     return plt
+
+
+def sns():
+    """seaborn, imported where a figure is drawn (the rest of the package never needs it)."""
+    import seaborn
+
+    return seaborn
 
 
 def save(fig, path, inputs=None, **savefig_kw) -> Path:
@@ -31,3 +42,9 @@ def save(fig, path, inputs=None, **savefig_kw) -> Path:
     write_meta(path, config={"figure": path.name, "sources": [str(p) for p in inputs or []]}, inputs=inputs or [])
     pyplot().close(fig)
     return path
+
+
+def save_all(fig, path, inputs=None, **savefig_kw) -> list[Path]:
+    """Write the figure in every format of FORMATS beside `path` (its suffix is replaced); return the paths."""
+    path = Path(path)
+    return [save(fig, path.with_suffix(f".{ext}"), inputs, **savefig_kw) for ext in FORMATS]

@@ -2,30 +2,33 @@
 from __future__ import annotations
 
 
+def _wrote(paths) -> None:
+    for p in paths if isinstance(paths, (list, tuple)) else [paths]:
+        print(f"[figures] wrote {p}")
+
+
 def cmd_plot_eval(args):
     from .eval import eval_vs_sparsity
 
-    print(f"[figures] wrote {eval_vs_sparsity(args.table, args.out, title=args.title)}")
+    _wrote(eval_vs_sparsity(args.table, args.out, title=args.title))
 
 
 def cmd_plot_dependence(args):
     from .dependence import input_dependence_figure
 
-    print(f"[figures] wrote {input_dependence_figure(args.csv, args.out, title=args.title)}")
+    _wrote(input_dependence_figure(args.csv, args.out, title=args.title))
 
 
 def cmd_plot_predictors(args):
     from .predictors import predictor_figures
 
-    for o in predictor_figures(args.table, args.outdir, title=args.title):
-        print(f"[figures] wrote {o}")
+    _wrote(predictor_figures(args.table, args.outdir, title=args.title))
 
 
 def cmd_plot_ablations(args):
     from .ablations import ablation_figures
 
-    for o in ablation_figures(args.table, args.outdir, title=args.title):
-        print(f"[figures] wrote {o}")
+    _wrote(ablation_figures(args.table, args.outdir, title=args.title))
 
 
 def cmd_latency_figures(args) -> int:
@@ -34,15 +37,14 @@ def cmd_latency_figures(args) -> int:
     outs = latency_figures(args.csv, args.outdir, sparsity=args.sparsity, fmt=args.format)
     if args.table:
         outs.append(latency_table(args.csv, args.table))
-    for o in outs:
-        print(f"[figures] wrote {o}")
+    _wrote(outs)
     return 0
 
 
 def cmd_plot_tradeoff(args) -> int:
     from .tradeoff import accuracy_vs_latency
 
-    print(f"[figures] wrote {accuracy_vs_latency(args.ablations, args.latency, args.out, args.title, args.latency_model)}")
+    _wrote(accuracy_vs_latency(args.ablations, args.latency, args.out, args.title, args.latency_model))
     return 0
 
 
