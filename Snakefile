@@ -41,6 +41,7 @@ rule all:
 localrules:
     all,
     download_model,
+    download_datasets,
     data,
     importance,
     predictors,

@@ -37,14 +37,16 @@ def test_audit_reports_the_chain_back_to_model_and_traces(made, capsys):
     text = capsys.readouterr().out
     lines = text.splitlines()
     assert lines[0] == str(out)
-    assert f"made by: shadowllm ablate --model {model}" in text
+    # conftest runs every command as the workflow does, with the hub offline: the command line says so
+    assert f"made by: env HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 shadowllm ablate --model {model}" in text
     # depth 1: the static table and the model's files; depth 2: the traces the table was fitted on
     assert f"  {preds / 'predictor.safetensors'}" in lines
     assert f"input {model / 'model.safetensors'}: unchanged" in text
     assert f"    {traces / 'plainact.safetensors'}" in lines
-    assert "made by: shadowllm importance" in text and "made by: shadowllm train-predictor" in text
+    assert "HF_HUB_OFFLINE=1 shadowllm importance" in text and "HF_HUB_OFFLINE=1 shadowllm train-predictor" in text
     meta = json.loads((out.parent / (out.name + ".meta.json")).read_text())
     assert meta["runtime_s"] > 0 and meta["argv"][0] == "ablate"
+    assert meta["env"]["HF_HUB_OFFLINE"] == "1" and meta["env"]["HF_DATASETS_OFFLINE"] == "1"
 
 
 def test_audit_flags_a_changed_input_anywhere_in_the_chain(made, capsys, tmp_path):

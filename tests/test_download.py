@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 
 
@@ -43,3 +44,74 @@ def test_a_model_neither_online_nor_cached_is_named(tmp_path):
     r = _cli(["--id", "org/absent", "--out", str(tmp_path / "o")], tmp_path / "hub", tmp_path)
     assert r.returncode == 2 and "'org/absent'" in r.stderr and "cache" in r.stderr, r.stderr[-1000:]
     assert not (tmp_path / "o").exists()
+
+
+# ---- lm-eval hub tasks --------------------------------------------------------------------------------
+
+TASK_YAML = """task: tiny_hub_mc
+dataset_path: shadowllm-test/tiny_mc
+validation_split: validation
+output_type: multiple_choice
+doc_to_text: '{{q}}'
+doc_to_choice: '{{choices}}'
+doc_to_target: '{{label}}'
+metric_list:
+- metric: acc
+metadata:
+  version: 1.0
+"""
+
+
+def _datasets_cli(args, cache, tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "home"))
+    for k in ("HF_DATASETS_CACHE", "HF_HUB_CACHE"):
+        env.pop(k, None)
+    return subprocess.run([sys.executable, "-m", "shadowllm.cli", "download-datasets", "--cache", str(cache),
+                           *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def _hub_dataset_cache(cache, rows):
+    """The datasets cache an online load of hub dataset shadowllm-test/tiny_mc leaves behind (its Arrow files under
+    namespace___name/config/version/hash), made offline: a json load whose folder is renamed the way a hub load
+    names it."""
+    cache.mkdir(parents=True)
+    src = cache.parent / "src.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code = ("import datasets, os, shutil, sys; d = datasets.load_dataset('json', data_files={'validation': sys.argv[1]});"
+            "f = d['validation'].cache_files[0]['filename']; dst = os.path.join(sys.argv[2], "
+            "'shadowllm-test___tiny_mc', 'default', '0.0.0', os.path.basename(os.path.dirname(f)));"
+            "shutil.copytree(os.path.dirname(f), dst);"
+            "os.rename(os.path.join(dst, os.path.basename(f)), os.path.join(dst, 'tiny_mc-validation.arrow'))")
+    env = dict(os.environ, HF_DATASETS_CACHE=str(cache.parent / "scratch"), HF_HUB_OFFLINE="1")
+    subprocess.run([sys.executable, "-c", code, str(src), str(cache / "datasets")], env=env, check=True,
+                   capture_output=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_cached_hub_task_loads_offline_and_its_splits_are_recorded(tmp_path):
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "tiny_hub_mc.yaml").write_text(TASK_YAML)
+    cache = tmp_path / "resources" / "datasets"
+    rows = [{"q": f"question {i}", "choices": ["yes", "no"], "label": i % 2} for i in range(7)]
+    _hub_dataset_cache(cache, rows)
+    out = tmp_path / "resources" / "datasets" / "manifest.json"
+    r = _datasets_cli(["--tasks", "tiny_hub_mc", "--include", str(tasks), "--out", str(out)], cache, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads(out.read_text())
+    assert m["tasks"]["tiny_hub_mc"] == {"dataset_path": "shadowllm-test/tiny_mc", "dataset_name": None,
+                                          "splits": {"validation": 7}}
+    assert (tmp_path / "resources" / "datasets" / "manifest.json.meta.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_hub_task_not_in_the_cache_is_named_and_nothing_is_written(tmp_path):
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "tiny_hub_mc.yaml").write_text(TASK_YAML)
+    out = tmp_path / "manifest.json"
+    r = _datasets_cli(["--tasks", "tiny_hub_mc", "--include", str(tasks), "--out", str(out)], tmp_path / "c", tmp_path)
+    assert r.returncode != 0 and "'tiny_hub_mc'" in r.stderr and "network" in r.stderr, r.stderr[-2000:]
+    assert not out.exists()
+    r = _datasets_cli(["--tasks", "no_such_task", "--out", str(out)], tmp_path / "c", tmp_path)
+    assert r.returncode != 0 and "'no_such_task'" in r.stderr, r.stderr[-2000:]

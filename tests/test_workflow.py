@@ -83,6 +83,23 @@ def test_configurations_never_collide_and_only_the_embedded_run_publishes():
             assert not shared, f"{a} and {b} share outputs: {sorted(shared)[:5]}"
 
 
+def test_the_paper_plan_fetches_hub_data_once_and_runs_every_model_job_offline():
+    r = snakemake("-n", "-p", "--configfile", "config/paper.yaml")
+    assert r.returncode == 0, r.stderr[-3000:]
+    cmds = [line.split("Shell command: ", 1)[1] for line in r.stdout.splitlines() if "Shell command: " in line]
+    fetch = [c for c in cmds if "shadowllm download-datasets" in c]
+    assert len(fetch) == 1 and "HF_HUB_OFFLINE" not in fetch[0]
+    assert fetch[0].split("--tasks ")[1].split(" --")[0].split() == sorted(
+        ["piqa", "copa", "openbookqa", "winogrande", "rte", "hellaswag", "arc_easy", "wikitext"])
+    models = [c for c in cmds if any(f"shadowllm {s} " in c for s in ("evaluate", "ablate", "importance"))]
+    assert len(models) > 1000
+    offline = "env HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_DATASETS_CACHE=resources/datasets/datasets "
+    assert all(c.startswith(offline) for c in models), [c for c in models if not c.startswith(offline)][:2]
+    # the fetch and the model downloads are local jobs (the login node has the network)
+    local = (REPO / "Snakefile").read_text().split("localrules:")[1].split("\n\n")[0]
+    assert {"download_datasets", "download_model"} <= {w.strip(" ,") for w in local.split()}
+
+
 SMALL = ["-s", "Snakefile", "--cores", "2", "--configfile", "config/test-small.yaml"]
 
 

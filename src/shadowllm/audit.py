@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -63,7 +64,8 @@ def chain(path: str | Path, root: Path = Path("."), max_depth: int = 8) -> list[
 
 def command_of(meta: dict) -> str:
     if meta.get("argv"):
-        return "shadowllm " + " ".join(meta["argv"])
+        env = " ".join(f"{k}={v}" for k, v in (meta.get("env") or {}).items())
+        return (f"env {env} " if env else "") + "shadowllm " + " ".join(meta["argv"])
     cfg = meta.get("config") or {}
     return f"shadowllm {cfg.get('command', '?')} (no command line recorded)"
 
@@ -140,7 +142,9 @@ def rerun(path: str | Path, root: Path = Path("."), rtol: float = 1e-9, workdir:
     if device and "--device" in argv:
         argv[argv.index("--device") + 1] = device
     cwd = meta.get("cwd") if meta.get("cwd") and Path(meta["cwd"]).is_dir() else root
-    r = subprocess.run([sys.executable, "-m", "shadowllm.cli", *argv], cwd=cwd, capture_output=True, text=True)
+    env = {**os.environ, **(meta.get("env") or {})}     # the hub settings it ran under (offline, its caches)
+    r = subprocess.run([sys.executable, "-m", "shadowllm.cli", *argv], cwd=cwd, env=env, capture_output=True,
+                       text=True)
     if r.returncode != 0:
         return False, f"rerun failed (rc {r.returncode}): {r.stderr.strip()[-2000:]}"
     diffs = compare(root / path, new, rtol)

@@ -19,7 +19,15 @@ _RUN: dict = {}   # the running command: argv, working folder, start time (set b
 
 def start_run(argv) -> None:
     """Remember the command line this process runs, so every sidecar it writes can be rerun (`shadowllm audit`)."""
-    _RUN.update(argv=[str(a) for a in argv], cwd=os.getcwd(), t0=time.time())
+    _RUN.update(argv=[str(a) for a in argv], cwd=os.getcwd(), t0=time.time(), env=hub_env())
+
+
+HUB_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_DATASETS_CACHE", "HF_HUB_CACHE", "HF_HOME")
+
+
+def hub_env() -> dict:
+    """The hub settings the command ran under (where its datasets came from), so a rerun can use the same."""
+    return {k: os.environ[k] for k in HUB_VARS if k in os.environ}
 
 
 def _git(*args) -> str | None:
@@ -124,6 +132,8 @@ def meta(config: dict | None = None, seed: int | None = None, device: str | None
     if _RUN:
         rec.setdefault("argv", _RUN["argv"])
         rec.setdefault("cwd", _RUN["cwd"])
+        if _RUN.get("env"):
+            rec.setdefault("env", _RUN["env"])
         rec.setdefault("runtime_s", round(time.time() - _RUN["t0"], 3))
     if inputs is not None:
         rec["inputs"] = input_record(inputs)

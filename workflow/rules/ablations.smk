@@ -33,9 +33,11 @@ rule ablate:
         model=model_input,
         tasks=TASK_DIR,
         predictor=ab_predictor,
+        datasets=datasets_input,
     output:
         f"{R}/ablations/{{model}}/{AB_PATH}.json",
     params:
+        offline=OFFLINE_ENV,
         flags=model_flags,
         tasks=ab_tasks,
         limits=ab_limits(),
@@ -55,7 +57,7 @@ rule ablate:
         runtime=runtime_for(20, 30),
         gpu=model_gpus,
     shell:
-        "shadowllm ablate {params.flags} --threads {threads} --model-name {wildcards.model} "
+        "{params.offline} shadowllm ablate {params.flags} --threads {threads} --model-name {wildcards.model} "
         "--source {wildcards.source} --criterion {wildcards.criterion} --shots {wildcards.shots} "
         "--placement {wildcards.placement} --style {wildcards.style} --units {wildcards.units} "
         "--protocol {wildcards.protocol} --sparsity {wildcards.sparsity} {params.predictor} {params.hybrid} "
@@ -89,7 +91,7 @@ rule figure_ablations:
     input:
         f"{R}/tables/{{model}}/ablations.csv",
     output:
-        report(expand(f"{R}/figures/{{{{model}}}}/{{fig}}.{{ext}}", fig=AB_FIGURES, ext=["png", "pdf"]),
+        report(expand(f"{R}/figures/{{{{model}}}}/{{fig}}.{{ext}}", fig=AB_FIGURES, ext=FIG_FORMATS),
                caption="../report/ablations.rst", category="Ablations"),
     params:
         outdir=lambda wc, output: os.path.dirname(output[0]),

@@ -287,28 +287,34 @@ LAT_FIGURES = ["latency_vs_size", "latency_vs_sparsity", "latency_vs_genlen"]
 AB_FIGURES = ["ablation_criteria_ppl", "ablation_criteria_acc", "ablation_styles", "ablation_fewshot",
               "ablation_sources", "ablation_protocols", "ablation_per_task"]
 PRED_FIGURES = ["predictors_by_criterion", "predictors_by_design", "predictors_by_placement"]
+FIG_FORMATS = ["png", "pdf"]   # every figure in both (shadowllm.figures.FORMATS)
+
+
+def _figs(src_dir, dst_dir, stems):
+    """(result, committed) pairs of each figure stem in every format."""
+    return [(f"{src_dir}/{f}.{e}", f"{dst_dir}/{f}.{e}") for f in stems for e in FIG_FORMATS]
 
 
 def final_outputs():
     """(result path, committed path) of every final figure and report of this configuration."""
     out = []
     for m in (MODELS if EVAL and (MASKS or not AB) else []):
-        out += [(f"{R}/figures/{m}/eval_vs_sparsity.png", f"figures/{m}/eval_vs_sparsity.png"),
-                (f"{R}/reports/{m}/eval.md", f"reports/{m}/eval.md")]
+        out += _figs(f"{R}/figures/{m}", f"figures/{m}", ["eval_vs_sparsity"])
+        out.append((f"{R}/reports/{m}/eval.md", f"reports/{m}/eval.md"))
     for m in (MODELS if IMP and IMP["tasks"] else []):
-        out.append((f"{R}/figures/{m}/input_dependence.png", f"figures/{m}/input_dependence.png"))
+        out += _figs(f"{R}/figures/{m}", f"figures/{m}", ["input_dependence"])
     for m in (MODELS if config.get("predictors") else []):
-        out += [(f"{R}/figures/{m}/{f}.png", f"figures/{m}/{f}.png") for f in PRED_FIGURES]
+        out += _figs(f"{R}/figures/{m}", f"figures/{m}", PRED_FIGURES)
         out.append((f"{R}/tables/{m}/predictors.csv", f"reports/{m}/predictors.csv"))
     for m in (MODELS if AB else []):
         out.append((f"{R}/reports/{m}/claims.md", f"reports/{m}/claims.md"))
         if LAT:
-            out.append((f"{R}/figures/{m}/accuracy_vs_latency.png", f"figures/{m}/accuracy_vs_latency.png"))
-        out += [(f"{R}/figures/{m}/{f}.png", f"figures/{m}/{f}.png") for f in AB_FIGURES]
+            out += _figs(f"{R}/figures/{m}", f"figures/{m}", ["accuracy_vs_latency"])
+        out += _figs(f"{R}/figures/{m}", f"figures/{m}", AB_FIGURES)
         out += [(f"{R}/tables/{m}/ablations.csv", f"reports/{m}/ablations.csv"),
                 (f"{R}/reports/{m}/ablations.md", f"reports/{m}/ablations.md")]
     if LAT:
-        out += [(f"{R}/figures/{f}.png", f"figures/{f}.png") for f in LAT_FIGURES]
+        out += _figs(f"{R}/figures", "figures", LAT_FIGURES)
         out += [(f"{R}/latency/latency.csv", f"reports/latency_{LAT['device'].split(':')[0]}.csv"),
                 (f"{R}/latency/predictor_flops.csv", "reports/predictor_flops.csv")]
     return out
@@ -330,7 +336,7 @@ def stage_outputs(stage):
     """What `snakemake <stage>` builds (each stage's final files; its inputs come along)."""
     final = [a for a, _ in final_outputs()]
     if stage == "data":
-        return [TASK_DIR] + [p for m in MODELS for p in model_input(SimpleNamespace(model=m))]
+        return [TASK_DIR] + datasets_input() + [p for m in MODELS for p in model_input(SimpleNamespace(model=m))]
     if stage == "importance":
         return imp_traces_all() + ([f"{R}/importance/{m}/input_dependence.csv" for m in MODELS]
                                    if IMP and IMP["tasks"] else [])
@@ -483,3 +489,25 @@ def claims_questions():
     if not AB or not AB["limit"]:
         return 0
     return AB["limit"] * len(AB["zero_shot_tasks"] or EVAL["tasks"])
+
+
+# ---- the hub: every model job runs offline; lm-eval hub tasks are fetched once by a local job ------------
+
+DATASETS = "resources/datasets"   # shared by every run of this checkout, like the downloaded models
+
+
+def hub_tasks():
+    """The configuration's lm-eval tasks that live on the hub (the shipped ones are local files)."""
+    from shadowllm.config import HUB_TASKS
+
+    names = ([EVAL["ppl_task"]] + list(EVAL["tasks"]) if EVAL else []) + (list(AB["zero_shot_tasks"]) if AB else [])
+    return sorted(set(names) & HUB_TASKS)
+
+
+def datasets_input(wildcards=None):
+    return [f"{DATASETS}/manifest.json"] if hub_tasks() else []
+
+
+# the environment of every job that loads a model or a task: the hub is never reached from it
+OFFLINE_ENV = "env HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1" + (
+    f" HF_DATASETS_CACHE={DATASETS}/datasets HF_HUB_CACHE={DATASETS}/hub" if hub_tasks() else "")

@@ -14,3 +14,25 @@ rule prepare_tasks:
         gpu=0,
     shell:
         "shadowllm prepare-tasks --out {output} > {log} 2>&1"
+
+
+rule download_datasets:
+    """The lm-eval hub tasks' datasets fetched once into resources/datasets/ by a local job (where the network
+    is); every evaluation job then reads that cache with the hub offline."""
+    output:
+        f"{DATASETS}/manifest.json",
+    params:
+        tasks=" ".join(hub_tasks()),
+        cache=DATASETS,
+    conda:
+        CONDA_ENV
+    log:
+        f"logs/{DATASETS}/manifest.log",
+    benchmark:
+        f"benchmarks/{DATASETS}/manifest.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=0,
+    shell:
+        "shadowllm download-datasets --tasks {params.tasks} --cache {params.cache} --out {output} > {log} 2>&1"

@@ -4,9 +4,11 @@ rule evaluate:
         model=model_input,
         tasks=TASK_DIR,
         mask=mask_file,
+        datasets=datasets_input,
     output:
         f"{R}/eval/{{model}}/{POINT}.json",
     params:
+        offline=OFFLINE_ENV,
         flags=model_flags,
         mask=mask_flag,
         tasks=eval_tasks(),
@@ -25,7 +27,7 @@ rule evaluate:
         runtime=runtime_for(20, 30),
         gpu=model_gpus,
     shell:
-        "shadowllm evaluate {params.flags} --threads {threads} --model-name {wildcards.model} {params.mask} "
+        "{params.offline} shadowllm evaluate {params.flags} --threads {threads} --model-name {wildcards.model} {params.mask} "
         "--tasks {params.tasks} --include {input.tasks} {params.limit} --batch-size {params.batch_size} "
         "--seed {params.seed} --out {output} > {log} 2>&1"
 

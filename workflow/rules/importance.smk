@@ -10,6 +10,7 @@ rule importance_traces:
         **({"sequence": f"{R}/importance/{{model}}/{{task}}/k{{k}}/sequence_inputs.safetensors"}
            if IMP and IMP["sequence_inputs"] else {}),
     params:
+        offline=OFFLINE_ENV,
         flags=model_flags,
         out=lambda wc, output: os.path.dirname(output.inputs),
         criteria=",".join(imp_criteria()),
@@ -34,7 +35,7 @@ rule importance_traces:
         runtime=runtime_for(20, 30),
         gpu=model_gpus,
     shell:
-        "shadowllm importance {params.flags} --dtype {params.dtype} --threads {threads} "
+        "{params.offline} shadowllm importance {params.flags} --dtype {params.dtype} --threads {threads} "
         "--model-name {wildcards.model} --task {wildcards.task} --k {wildcards.k} --criteria {params.criteria} "
         "--out {params.out} --max-examples {params.max_examples} --batch-size {params.batch_size} "
         "--placement-layers {params.placement} {params.layer_inputs} {params.sequence_inputs} "

@@ -5,6 +5,7 @@ rule make_mask:
     output:
         f"{R}/masks/{{model}}/{POINT}.safetensors",
     params:
+        offline=OFFLINE_ENV,
         model=lambda wc: model_path(wc.model),
         seed=SEED,
     conda:
@@ -18,6 +19,6 @@ rule make_mask:
         runtime=5,
         gpu=0,
     shell:
-        "shadowllm make-mask --model {params.model} --kind {wildcards.source} --sparsity {wildcards.sparsity} "
+        "{params.offline} shadowllm make-mask --model {params.model} --kind {wildcards.source} --sparsity {wildcards.sparsity} "
         "--style {wildcards.style} --units {wildcards.units} --placement {wildcards.placement} "
         "--seed {params.seed} --out {output} > {log} 2>&1"

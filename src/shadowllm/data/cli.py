@@ -21,5 +21,6 @@ def register(sub) -> None:
 
     from .convert_gguf import register as register_convert
     register_convert(sub)
-    from .download import register as register_download
+    from .download import register as register_download, register_datasets
     register_download(sub)
+    register_datasets(sub)
