@@ -181,15 +181,15 @@ def test_tradeoff_pairs_each_decoder_mode_with_the_mask_source_it_runs(tmp_path)
     from shadowllm.figures.tradeoff import accuracy_vs_latency, tradeoff_points
 
     def r(source, protocol, sparsity, value, criterion="plainact", style="global", units="both", shots="0+5"):
-        return dict(model="m", source=source, design="none", criterion=criterion, shots=shots, placement=0,
-                    style=style, units=units, protocol=protocol, sparsity=sparsity, task="t", metric="acc",
-                    value=value)
+        return {"model": "m", "source": source, "design": "none", "criterion": criterion, "shots": shots,
+                "placement": 0, "style": style, "units": units, "protocol": protocol, "sparsity": sparsity,
+                "task": "t", "metric": "acc", "value": value}
     ab = pd.DataFrame([r("dense", "none", 0.0, 0.60, criterion="none", style="none", units="none", shots="none"),
                        r("static", "none", 0.5, 0.50), r("static", "none", 0.5, 0.10, units="heads"),
                        r("predicted", "prompt", 0.5, 0.55), r("predicted", "sequence", 0.5, 0.20),
                        r("predicted", "token", 0.5, 0.57), r("dejavu", "token", 0.5, 0.52, style="local"),
                        r("dejavu", "token", 0.3, 0.58, style="local")])
-    lat = pd.DataFrame([dict(model=m, mode=mode, sparsity=s, ms_per_token=ms) for m, mode, s, ms in [
+    lat = pd.DataFrame([{"model": m, "mode": mode, "sparsity": s, "ms_per_token": ms} for m, mode, s, ms in [
         ("big", "dense", 0.0, 10.0), ("big", "static", 0.5, 6.0), ("big", "shadowllm-prompt", 0.5, 6.5),
         ("big", "shadowllm-token", 0.5, 9.0), ("big", "dejavu", 0.5, 11.0), ("small", "dense", 0.0, 1.0)]])
     d, model = tradeoff_points(ab, lat)
@@ -202,4 +202,6 @@ def test_tradeoff_pairs_each_decoder_mode_with_the_mask_source_it_runs(tmp_path)
     ab.to_csv(a, index=False)
     lat.assign(batch=1, prompt_len=16, gen_tokens=8, device="cpu", dtype="float32", kv_policy="").to_csv(b, index=False)
     out = accuracy_vs_latency(a, [b], tmp_path / "f.png", "m")
-    assert out.stat().st_size > 0 and (tmp_path / "f.png.meta.json").is_file()
+    assert out == [tmp_path / "f.png", tmp_path / "f.pdf"]
+    for p in out:
+        assert p.stat().st_size > 0 and p.with_name(p.name + ".meta.json").is_file()

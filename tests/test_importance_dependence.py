@@ -30,8 +30,9 @@ def test_rank_variance_extremes(tmp_path):
     np.testing.assert_allclose(rv, rank_variance(rand[:100]), rtol=1e-5)
     np.testing.assert_allclose(hv, hist_variance(rand[:100]), rtol=1e-5)
     assert set(ref_csv) == set(ref)
-    input_dependence_figure(tmp_path / "d.csv", tmp_path / "d.png")
-    assert (tmp_path / "d.png").stat().st_size > 0 and (tmp_path / "d.png.meta.json").is_file()
+    assert input_dependence_figure(tmp_path / "d.csv", tmp_path / "d.png") == [tmp_path / "d.png", tmp_path / "d.pdf"]
+    for ext in ("png", "pdf"):
+        assert (tmp_path / f"d.{ext}").stat().st_size > 0 and (tmp_path / f"d.{ext}.meta.json").is_file()
 
 
 def test_trace_bytes_opt13b():

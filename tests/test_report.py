@@ -1,4 +1,5 @@
-"""The claims report: verdicts follow the table's numbers (held, not held, not testable), and the CLI writes it."""
+"""The report: claims' verdicts follow the table's numbers (held, not held, not testable), every paper figure has
+its row, and the CLI writes it."""
 from __future__ import annotations
 
 import pandas as pd
@@ -69,12 +70,42 @@ def test_render_counts_verdicts_and_names_the_dense_reference(tmp_path, capsys):
     text = render("m", Tables(table(rows)))
     n_untestable = sum(1 for c in CLAIMS.values() if c.judge(Tables(table(rows))).verdict == UNTESTABLE)
     assert f"1 held, 0 not held, {n_untestable} not testable here" in text
-    assert "Dense reference: perplexity 30.0." in text and text.count("\n| ") == len(CLAIMS) + 1
+    claims = text.split("## The paper's figures")[0]
+    assert "Dense reference: perplexity 30.0." in claims and claims.count("\n| ") == len(CLAIMS) + 1
     f = tmp_path / "ab.csv"
     table(rows).to_csv(f, index=False)
-    out = tmp_path / "claims.md"
+    out = tmp_path / "report.md"
     assert main(["report", "--model-name", "m", "--ablations", str(f), "--out", str(out)]) == 0
-    assert out.read_text() == text and (tmp_path / "claims.md.meta.json").is_file()
+    assert out.read_text() == text and (tmp_path / "report.md.meta.json").is_file()
+
+
+def test_every_paper_figure_has_a_row_with_our_file_or_why_not():
+    """Figs. 1-11 and the FLOPs table each get one row; a figure of a stage this run lacks says so; Fig. 5's numbers
+    are the ShadowLLM predictors' mean held-out rho per criterion, read here straight off the synthetic table."""
+    rows = [ppl("dense", "none", "none", "none", "none", 0.0, 30.0),
+            ppl("static", "plainact", "global", "heads", "none", 0.5, 40.0)]
+    pred = pd.DataFrame([dict(criterion=c, design=d, position="context", placement=0, unit=u, scope="model",
+                              metric="spearman", value=v)
+                         for c, d, u, v in [("snip", "shadowllm", "heads", 0.9), ("snip", "shadowllm", "heads", 0.7),
+                                            ("fisher", "shadowllm", "heads", 0.6), ("snip", "dejavu", "heads", 0.1),
+                                            ("fisher", "shadowllm", "neurons", 0.5)]])
+    t = Tables(table(rows), predictors=pred)
+    text = render("m", t).split("## The paper's figures and tables, beside ours")[1]
+    lines = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| paper")]
+    keys = [line.split(" | ")[0][2:] for line in lines]
+    assert keys == [f"Fig. {i}" for i in range(1, 12)] + ["Table", "ours", "ours"]
+    by = dict(zip(keys, lines))
+    assert "[ablation_criteria_ppl](../../figures/m/ablation_criteria_ppl.png)" in by["Fig. 6"]
+    assert "PlainAct (gradient x activation) ranks heads better than magnitude (l2_norm): **not testable here**" \
+        not in by["Fig. 6"] or CLAIMS["plainact_beats_magnitude"].judge(t).verdict == UNTESTABLE
+    assert f"**{CLAIMS['plainact_beats_magnitude'].judge(t).verdict}**" in by["Fig. 6"]
+    assert "not made by this configuration" in by["Fig. 2"] and "not made by this configuration" in by["Fig. 11"]
+    assert "heads: snip 0.800, fisher 0.600; neurons: fisher 0.500" in by["Fig. 5"]          # (0.9 + 0.7) / 2
+    assert "![ablation_sources](../../figures/m/ablation_sources.png)" in text
+    assert "input_dependence.png" not in text
+    shared = render("m", Tables(table(rows), latency=pd.DataFrame(
+        [dict(model="x", device="cpu", mode="dense", sparsity=0.0, ms_per_token=10.0)])), shared="../../figures/cpu")
+    assert "![latency_vs_size](../../figures/cpu/latency_vs_size.png)" in shared
 
 
 def test_input_dependence_reads_heads_not_the_reference_rows():

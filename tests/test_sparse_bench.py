@@ -53,9 +53,9 @@ def test_bench_latency_cli_and_figures(tmp_path, monkeypatch):
     figs = tmp_path / "figs"
     from shadowllm.cli import main as shadowllm_main
 
-    assert shadowllm_main(["latency-figures", "--csv", str(out), "--outdir", str(figs), "--format", "png"]) == 0
-    assert {p.name for p in figs.iterdir()} >= {"latency_vs_size.png", "latency_vs_sparsity.png",
-                                                 "latency_vs_genlen.png"}
+    assert shadowllm_main(["latency-figures", "--csv", str(out), "--outdir", str(figs)]) == 0
+    names = {f"latency_vs_{k}.{ext}" for k in ("size", "sparsity", "genlen") for ext in ("png", "pdf")}
+    assert {p.name for p in figs.iterdir()} == names | {f"{n}.meta.json" for n in names}
     side = json.loads((figs / "latency_vs_size.png.meta.json").read_text())
     assert side["config"]["sources"] == [str(out)] and list(side["inputs"]) == [str(out)]
 

@@ -132,11 +132,12 @@ rule report_ablations:
 
 
 rule report_claims:
-    """The paper's claims, one by one: our numbers beside the paper's, held / not held / not testable here."""
+    """The model's report: the paper's claims one by one (our numbers beside the paper's, held / not held / not
+    testable here), then each figure and table of the paper beside ours; read from the results tables only."""
     input:
         unpack(claims_inputs),
     output:
-        report(f"{R}/reports/{{model}}/claims.md", caption="../report/claims.rst", category="Report"),
+        report(f"{R}/reports/{{model}}/report.md", caption="../report/claims.rst", category="Report"),
     params:
         tables=lambda wc, input: " ".join(f"--{k} {v}" for k, v in input.items()),
         questions=claims_questions(),

@@ -307,7 +307,7 @@ def final_outputs():
         out += _figs(f"{R}/figures/{m}", f"figures/{m}", PRED_FIGURES)
         out.append((f"{R}/tables/{m}/predictors.csv", f"reports/{m}/predictors.csv"))
     for m in (MODELS if AB else []):
-        out.append((f"{R}/reports/{m}/claims.md", f"reports/{m}/claims.md"))
+        out.append((f"{R}/reports/{m}/report.md", f"reports/{m}/report.md"))
         if LAT:
             out += _figs(f"{R}/figures/{m}", f"figures/{m}", ["accuracy_vs_latency"])
         out += _figs(f"{R}/figures/{m}", f"figures/{m}", AB_FIGURES)
@@ -469,7 +469,7 @@ def fewshot_traces(wildcards):
             for n in ("inputs.safetensors", f"{wildcards.criterion}.safetensors")]
 
 
-# ---- the claims report ---------------------------------------------------------------------------
+# ---- the report: claims and figures ---------------------------------------------------------------------------
 
 def claims_inputs(wildcards):
     """The tables a model's claims are judged on: whichever stages this configuration runs."""
@@ -479,6 +479,7 @@ def claims_inputs(wildcards):
         ins["predictors"] = f"{R}/tables/{m}/predictors.csv"
     if LAT:
         ins["latency"] = f"{R}/latency/latency.csv"
+        ins["flops"] = f"{R}/latency/predictor_flops.csv"
     if IMP and IMP["tasks"]:
         ins["dependence"] = f"{R}/importance/{m}/input_dependence.csv"
     return ins
@@ -500,7 +501,8 @@ def hub_tasks():
     """The configuration's lm-eval tasks that live on the hub (the shipped ones are local files)."""
     from shadowllm.config import HUB_TASKS
 
-    names = ([EVAL["ppl_task"]] + list(EVAL["tasks"]) if EVAL else []) + (list(AB["zero_shot_tasks"]) if AB else [])
+    names = ([EVAL["ppl_task"]] + list(EVAL["tasks"] or []) if EVAL else []) + \
+        (list(AB["zero_shot_tasks"] or []) if AB else [])
     return sorted(set(names) & HUB_TASKS)
 
 

@@ -23,7 +23,7 @@ rule download_datasets:
         f"{DATASETS}/manifest.json",
     params:
         tasks=" ".join(hub_tasks()),
-        cache=DATASETS,
+        cache=lambda wc, output: os.path.dirname(output[0]),
     conda:
         CONDA_ENV
     log:

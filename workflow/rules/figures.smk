@@ -3,8 +3,9 @@ rule figure_eval:
     input:
         f"{R}/tables/{{model}}/eval.csv",
     output:
-        report(f"{R}/figures/{{model}}/eval_vs_sparsity.png", caption="../report/eval_vs_sparsity.rst",
-               category="Evaluation"),
+        png=report(f"{R}/figures/{{model}}/eval_vs_sparsity.png", caption="../report/eval_vs_sparsity.rst",
+                   category="Evaluation"),
+        pdf=f"{R}/figures/{{model}}/eval_vs_sparsity.pdf",
     params:
         dpi=FIG_DPI,
     conda:
@@ -18,7 +19,7 @@ rule figure_eval:
         runtime=5,
         gpu=0,
     shell:
-        "shadowllm plot-eval --table {input} --title {wildcards.model} --dpi {params.dpi} --out {output} > {log} 2>&1"
+        "shadowllm plot-eval --table {input} --title {wildcards.model} --dpi {params.dpi} --out {output.png} > {log} 2>&1"
 
 
 rule figure_dependence:
@@ -26,8 +27,9 @@ rule figure_dependence:
     input:
         f"{R}/importance/{{model}}/input_dependence.csv",
     output:
-        report(f"{R}/figures/{{model}}/input_dependence.png", caption="../report/input_dependence.rst",
-               category="Importance"),
+        png=report(f"{R}/figures/{{model}}/input_dependence.png", caption="../report/input_dependence.rst",
+                   category="Importance"),
+        pdf=f"{R}/figures/{{model}}/input_dependence.pdf",
     params:
         title=dependence_title,
         dpi=FIG_DPI,
@@ -42,7 +44,8 @@ rule figure_dependence:
         runtime=5,
         gpu=0,
     shell:
-        "shadowllm plot-dependence --csv {input} --title '{params.title}' --dpi {params.dpi} --out {output} > {log} 2>&1"
+        "shadowllm plot-dependence --csv {input} --title '{params.title}' --dpi {params.dpi} --out {output.png} "
+        "> {log} 2>&1"
 
 
 rule figure_latency:
@@ -50,7 +53,7 @@ rule figure_latency:
     input:
         lat_csvs(),
     output:
-        figures=report(expand(f"{R}/figures/{{fig}}.png", fig=LAT_FIGURES),
+        figures=report(expand(f"{R}/figures/{{fig}}.{{ext}}", fig=LAT_FIGURES, ext=FIG_FORMATS),
                        caption="../report/latency.rst", category="Latency"),
         table=f"{R}/latency/latency.csv",
     params:
@@ -69,7 +72,7 @@ rule figure_latency:
         gpu=0,
     shell:
         "shadowllm latency-figures --csv {input} --outdir {params.outdir} --sparsity {params.sparsity} "
-        "--format png --dpi {params.dpi} --table {output.table} > {log} 2>&1"
+        "--dpi {params.dpi} --table {output.table} > {log} 2>&1"
 
 
 rule figure_predictors:
@@ -77,7 +80,7 @@ rule figure_predictors:
     input:
         f"{R}/tables/{{model}}/predictors.csv",
     output:
-        report(expand(f"{R}/figures/{{{{model}}}}/{{fig}}.png", fig=PRED_FIGURES),
+        report(expand(f"{R}/figures/{{{{model}}}}/{{fig}}.{{ext}}", fig=PRED_FIGURES, ext=FIG_FORMATS),
                caption="../report/predictors.rst", category="Predictors"),
     params:
         outdir=lambda wc, output: os.path.dirname(output[0]),
@@ -104,7 +107,9 @@ rule figure_tradeoff:
         ablations=f"{R}/tables/{{model}}/ablations.csv",
         latency=f"{R}/latency/latency.csv",
     output:
-        report(f"{R}/figures/{{model}}/accuracy_vs_latency.png", caption="../report/tradeoff.rst", category="Report"),
+        png=report(f"{R}/figures/{{model}}/accuracy_vs_latency.png", caption="../report/tradeoff.rst",
+                   category="Report"),
+        pdf=f"{R}/figures/{{model}}/accuracy_vs_latency.pdf",
     params:
         dpi=FIG_DPI,
     conda:
@@ -119,4 +124,4 @@ rule figure_tradeoff:
         gpu=0,
     shell:
         "shadowllm plot-tradeoff --ablations {input.ablations} --latency {input.latency} --title {wildcards.model} "
-        "--dpi {params.dpi} --out {output} > {log} 2>&1"
+        "--dpi {params.dpi} --out {output.png} > {log} 2>&1"

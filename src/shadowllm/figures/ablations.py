@@ -1,4 +1,5 @@
-"""Ablation figures (paper Figs. 3, 6-10 and the protocols) from the ablation table (ablations/tables.py).
+"""Ablation figures (paper Figs. 3, 6-10 and the protocols) from the ablation table (ablations/tables.py), drawn
+with seaborn on tidy pandas frames, each as PNG and PDF.
 
 Every figure is read off one long frame, `points`: one row per (grid point, quantity), quantity "perplexity"
 (the perplexity task's ppl_metric) or "mean accuracy" (mean acc over the zero-shot tasks, points with every task
@@ -18,7 +19,7 @@ from ..ablations.tables import (
     read_table,
     reference_criterion,
 )
-from . import pyplot, save
+from . import pyplot, save_all, sns
 
 PPL, ACC = "perplexity", "mean accuracy"
 # the sources compared, each in the style it is compared in (dejavu has local top-k only)
@@ -128,8 +129,9 @@ def _palette(labels) -> dict:
 
 def _lines(ax, d, quantity, dense, colours, ppl_metric, ls="-", alpha=1.0) -> None:
     """One line per d.line against sparsity (%), markers so one-sparsity lines still show; log y for perplexity."""
-    for label, g in d.sort_values("sparsity").groupby("line", sort=True):
-        ax.plot(g.sparsity * 100, g.value, marker="o", ls=ls, alpha=alpha, color=colours.get(label), label=label)
+    d = d.assign(pct=d.sparsity * 100).sort_values(["line", "sparsity"], kind="stable")
+    sns().lineplot(data=d, x="pct", y="value", hue="line", hue_order=sorted(set(d.line)), palette=colours,
+                   marker="o", linestyle=ls, alpha=alpha, errorbar=None, ax=ax)   # no bootstrap: same bytes
     if dense is not None:
         ax.axhline(dense, color="k", ls="--", lw=1, label="dense")
         ax.update_datalim([(0, dense)], updatex=False)   # the reference line stays inside the axes
@@ -137,8 +139,7 @@ def _lines(ax, d, quantity, dense, colours, ppl_metric, ls="-", alpha=1.0) -> No
     if quantity == PPL:
         ax.set_yscale("log")
     ax.set(xlabel="sparsity (%)", ylabel=ppl_metric.replace("_", " ") if quantity == PPL else "mean zero-shot acc")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+    ax.legend(fontsize=7)   # seaborn's per-call legend replaced by one over every call (no 'line' title)
 
 
 def _panels(plt, d, panels, quantity_of, dense, ppl_metric, title, empty=NO_DATA):
@@ -172,7 +173,8 @@ def _protocols_fig(plt, d, dense, ppl_metric, title):
                 _empty(ax, "no perplexity: a window has no prompt" if (proto, q) == ("prompt", PPL)
                        else f"no predictor points under {proto}")
                 continue
-            _lines(ax, ref, q, None, colours, ppl_metric, ls="--", alpha=0.5)
+            if len(ref):
+                _lines(ax, ref, q, None, colours, ppl_metric, ls="--", alpha=0.5)
             _lines(ax, own, q, dense[q], colours, ppl_metric)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -181,21 +183,18 @@ def _protocols_fig(plt, d, dense, ppl_metric, title):
 
 def _per_task_fig(plt, d, title):
     """Bars: x = task, one bar per source label, height = acc change vs dense."""
-    import numpy as np
-
     tasks, labels = sorted(set(d.task)), sorted(set(d.line))
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(tasks) + 2), 3.6))
     if d.empty:
         _empty(ax, NO_DATA[ACC])
-    colours, w = _palette(labels), 0.8 / max(len(labels), 1)
-    for i, lab in enumerate(labels):
-        g = d[d.line == lab].groupby("task")["value"].mean().reindex(tasks)
-        ax.bar(np.arange(len(tasks)) + (i + 0.5) * w - 0.4, g.values, w, label=lab, color=colours[lab])
-    if tasks:
+    else:
+        sns().barplot(data=d, x="task", y="value", hue="line", order=tasks, hue_order=labels,
+                      palette=_palette(labels), saturation=1, errorbar=None, ax=ax)   # mean, no bootstrap
         ax.axhline(0, color="k", lw=0.8)
-        ax.set_xticks(range(len(tasks)))
-        ax.set_xticklabels(tasks, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("acc - dense acc")
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        for t in ax.get_xticklabels():
+            t.set_ha("right")
+        ax.set(xlabel="", ylabel="acc - dense acc")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     sp = f", sparsity {d.sparsity.iloc[0]:.0%}" if len(d) else ""
     ax.set_title(f"{title}: change in accuracy per task{sp} (predictors: prompt protocol)", fontsize=9)
@@ -229,8 +228,5 @@ def ablation_figures(table, outdir, title: str = "", ppl_metric: str = "word_per
                                              f"{title}: protocols of the predictors ({ref}, units both)"),
         "ablation_per_task": _per_task_fig(plt, per_task_data(df), title),
     }
-    written = []
-    for stem, fig in figs.items():
-        for ext in ("png", "pdf"):  # save() closes the figure; a closed figure still saves
-            written.append(save(fig, out / f"{stem}.{ext}", inputs, dpi=120, bbox_inches="tight"))
-    return written
+    # save_all closes the figure after the PNG; a closed figure still saves the PDF
+    return [p for stem, fig in figs.items() for p in save_all(fig, out / stem, inputs, dpi=120, bbox_inches="tight")]

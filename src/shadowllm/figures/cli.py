@@ -34,7 +34,7 @@ def cmd_plot_ablations(args):
 def cmd_latency_figures(args) -> int:
     from .latency import latency_figures, latency_table
 
-    outs = latency_figures(args.csv, args.outdir, sparsity=args.sparsity, fmt=args.format)
+    outs = latency_figures(args.csv, args.outdir, sparsity=args.sparsity)
     if args.table:
         outs.append(latency_table(args.csv, args.table))
     _wrote(outs)
@@ -83,7 +83,6 @@ def register(sub) -> None:
     p.add_argument("--csv", nargs="+", required=True)
     p.add_argument("--outdir", required=True)
     p.add_argument("--sparsity", type=float, default=0.5, help="sparsity shown in the size / length plots")
-    p.add_argument("--format", default="pdf")
     p.add_argument("--table", default=None, help="also write the combined latency table (CSV) here")
     p.add_argument("--dpi", type=int, default=0, help="resolution of raster figures (0: each figure's own)")
     p.set_defaults(func=_styled(cmd_latency_figures))

@@ -1,12 +1,15 @@
-"""Input dependence of head importance (paper Fig. 2), from the CSV of `shadowllm input-dependence`."""
+"""Input dependence of head importance (paper Fig. 2), from the CSV of `shadowllm input-dependence`; seaborn,
+PNG and PDF."""
 from __future__ import annotations
 
 import numpy as np
 
-from . import pyplot, save
+from . import pyplot, save_all, sns
 
 
 def input_dependence_figure(csv_path, out, title: str = ""):
+    import pandas as pd
+
     from ..importance.dependence import read_dependence
 
     plt = pyplot()
@@ -14,13 +17,14 @@ def input_dependence_figure(csv_path, out, title: str = ""):
     L, H = rv.shape
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     cmap = plt.get_cmap("viridis", L)
-    x = np.arange(L * H)
+    heads = pd.DataFrame({"head": np.arange(L * H), "layer": np.repeat(np.arange(L), H)})
     for ax, vals, rr, pp, lab in ((axes[0], rv, ref["random_rank_var"], ref["powerlaw_rank_var_sim"],
                                    "rank variance across inputs"),
                                   (axes[1], hv, ref["random_hist_var_sim"], ref["powerlaw_hist_var_sim"],
                                    "rank-histogram variance (authors' statistic)")):
+        sns().scatterplot(data=heads.assign(value=vals.ravel()), x="head", y="value", hue="layer",
+                          palette={l: cmap(l) for l in range(L)}, s=10, linewidth=0, legend=False, ax=ax)
         for l in range(L):
-            ax.scatter(x[l * H:(l + 1) * H], vals[l], s=10, color=cmap(l))
             ax.axvspan(l * H, (l + 1) * H, color=cmap(l), alpha=0.08, lw=0)
         ax.axhline(rr, color="firebrick", ls="--", label="random")
         ax.axhline(pp, color="tab:blue", ls=":", label="power-law (shuffled)")
@@ -32,4 +36,4 @@ def input_dependence_figure(csv_path, out, title: str = ""):
     fig.suptitle(title or "input dependence of head importance")
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, L - 1))
     fig.colorbar(sm, ax=axes, label="layer")
-    return save(fig, out, [csv_path], dpi=150, bbox_inches="tight")
+    return save_all(fig, out, [csv_path], dpi=150, bbox_inches="tight")

@@ -1,4 +1,4 @@
-"""Latency figures (paper Fig. 11 counterparts) from bench-latency CSVs.
+"""Latency figures (paper Fig. 11 counterparts) from bench-latency CSVs, drawn with seaborn, as PNG and PDF.
 
 latency_vs_size:       decode ms/token per mode vs model size (parameters), at one sparsity.
 latency_vs_sparsity:   decode ms/token per mode vs sparsity, one panel per model.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import pyplot, save
+from . import pyplot, save_all, sns
 
 MODE_STYLE = {"dense": ("k", "o"), "static": ("tab:green", "s"), "shadowllm-prompt": ("tab:blue", "^"),
               "shadowllm-token": ("tab:cyan", "v"), "dejavu": ("tab:red", "D")}
@@ -49,13 +49,26 @@ def latency_table(csv_paths, path) -> Path:
     return Path(path)
 
 
-def latency_figures(csv_paths, outdir, sparsity: float = 0.5, fmt: str = "pdf") -> list[Path]:
+def _lines(ax, d, x, y, err=None, legend=True):
+    """One seaborn line per mode in its MODE_STYLE colour and marker, with the table's IQR as error bars."""
+    d = d[d["mode"].isin(MODE_STYLE)]
+    if d.empty:
+        return
+    modes = [m for m in MODE_STYLE if m in set(d["mode"])]
+    sns().lineplot(data=d, x=x, y=y, hue="mode", style="mode", hue_order=modes, style_order=modes,
+                   palette={m: MODE_STYLE[m][0] for m in modes}, markers={m: MODE_STYLE[m][1] for m in modes},
+                   dashes=False, errorbar=None, legend=legend, markersize=6, ax=ax)
+    if err:
+        for m, g in d.groupby("mode", sort=False):
+            ax.errorbar(g[x], g[y], yerr=g[err] / 2, fmt="none", ecolor=MODE_STYLE[m][0], capsize=2)
+
+
+def latency_figures(csv_paths, outdir, sparsity: float = 0.5) -> list[Path]:
     plt = pyplot()
     df = _load(csv_paths)
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    modes = [m for m in MODE_STYLE if m in set(df["mode"])]
     dev = ", ".join(sorted(set(df["device"].astype(str)))) + ", " + ", ".join(sorted(set(df["dtype"].astype(str))))
 
     def at_sparsity(d, s):
@@ -66,20 +79,13 @@ def latency_figures(csv_paths, outdir, sparsity: float = 0.5, fmt: str = "pdf") 
     per_gen = d.groupby("gen_tokens")["model"].nunique()
     if not per_gen.empty:
         d = d[d["gen_tokens"] == max(per_gen.index, key=lambda g: (per_gen[g], g))]
+    d = d.groupby(["mode", "model"], as_index=False, sort=False).last()
+    d["params"] = d["params_b"].fillna(d["hidden"] ** 2 * d["layers"] * 12 / 1e9)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for m in modes:
-        dm = d[d["mode"] == m]
-        if dm.empty:
-            continue
-        dm = dm.groupby("model", as_index=False).last()
-        x = dm["params_b"].fillna(dm["hidden"] ** 2 * dm["layers"] * 12 / 1e9)
-        order = x.argsort()
-        c, mk = MODE_STYLE[m]
-        ax.plot(x.iloc[order], dm["ms_per_token"].iloc[order], marker=mk, color=c, label=m)
-        for xi, name in zip(x.iloc[order], dm["model"].iloc[order]):
-            if m == "dense":
-                ax.annotate(str(name), (xi, dm[dm["model"] == name]["ms_per_token"].iloc[0]), fontsize=6,
-                            textcoords="offset points", xytext=(2, 4))
+    _lines(ax, d, "params", "ms_per_token")
+    for _, r in d[d["mode"] == "dense"].iterrows():
+        ax.annotate(str(r["model"]), (r["params"], r["ms_per_token"]), fontsize=6, textcoords="offset points",
+                    xytext=(2, 4))
     ax.set_xscale("log")
     from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
@@ -93,8 +99,7 @@ def latency_figures(csv_paths, outdir, sparsity: float = 0.5, fmt: str = "pdf") 
     ax.set_ylabel("decode ms / token (median)")
     ax.set_title(f"latency vs model size, sparsity {sparsity:.0%} ({dev})", fontsize=9)
     ax.legend(fontsize=7)
-    p = out / f"latency_vs_size.{fmt}"
-    written.append(save(fig, p, csv_paths, bbox_inches="tight"))
+    written += save_all(fig, out / "latency_vs_size", csv_paths, bbox_inches="tight")
 
     # 2. vs sparsity, one panel per model that was swept (at its generation length with the most sparsities)
     def by_size(ms):
@@ -109,26 +114,20 @@ def latency_figures(csv_paths, outdir, sparsity: float = 0.5, fmt: str = "pdf") 
     fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 3.3), squeeze=False)
     for ax, model in zip(axes[0], models):
         gen = best_gen[model]
-        dmod = df[(df["model"] == model) & (df["gen_tokens"] == gen)]
-        sps = sorted(set(dmod["sparsity"]))
-        for m in modes:
-            dm = dmod[dmod["mode"] == m].sort_values("sparsity")
-            if dm.empty:
-                continue
-            c, mk = MODE_STYLE[m]
-            if m == "dense":
-                ax.axhline(dm["ms_per_token"].iloc[0], color=c, ls="--", lw=1, label="dense")
-            else:
-                ax.errorbar(dm["sparsity"] * 100, dm["ms_per_token"], yerr=dm["ms_per_token_iqr"] / 2, marker=mk,
-                            color=c, label=m, capsize=2)
-        ax.set_xlabel("sparsity (%)")
+        dmod = df[(df["model"] == model) & (df["gen_tokens"] == gen)].assign(pct=lambda t: t["sparsity"] * 100)
+        dense = dmod[dmod["mode"] == "dense"]
+        if not dense.empty:
+            ax.axhline(dense["ms_per_token"].iloc[0], color=MODE_STYLE["dense"][0], ls="--", lw=1, label="dense")
+        _lines(ax, dmod[dmod["mode"] != "dense"], "pct", "ms_per_token", err="ms_per_token_iqr",
+               legend=ax is axes[0][-1])
+        ax.set(xlabel="sparsity (%)", ylabel="")
         ax.set_title(f"{model} (gen {gen})", fontsize=9)
+        sps = sorted(set(dmod["sparsity"]))
         if len(sps) > 1:
             ax.set_xlim(min(sps) * 100 - 3, max(sps) * 100 + 3)
     axes[0][0].set_ylabel("decode ms / token (median, IQR)")
     axes[0][-1].legend(fontsize=7)
-    p = out / f"latency_vs_sparsity.{fmt}"
-    written.append(save(fig, p, csv_paths, bbox_inches="tight"))
+    written += save_all(fig, out / "latency_vs_sparsity", csv_paths, bbox_inches="tight")
 
     # 3. vs generation length (ms per generate call), models with several lengths
     d = at_sparsity(df, sparsity)
@@ -136,18 +135,10 @@ def latency_figures(csv_paths, outdir, sparsity: float = 0.5, fmt: str = "pdf") 
     models = by_size([m for m in n_gen.index if n_gen[m] > 1]) or by_size(n_gen.index)
     fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 3.3), squeeze=False)
     for ax, model in zip(axes[0], models):
-        dmod = d[d["model"] == model]
-        for m in modes:
-            dm = dmod[dmod["mode"] == m].sort_values("gen_tokens")
-            if dm.empty:
-                continue
-            c, mk = MODE_STYLE[m]
-            ax.errorbar(dm["gen_tokens"], dm["call_ms"], yerr=dm["call_ms_iqr"] / 2, marker=mk, color=c, label=m,
-                        capsize=2)
-        ax.set_xlabel("generated tokens")
+        _lines(ax, d[d["model"] == model], "gen_tokens", "call_ms", err="call_ms_iqr", legend=ax is axes[0][-1])
+        ax.set(xlabel="generated tokens", ylabel="")
         ax.set_title(f"{model}, sparsity {sparsity:.0%}", fontsize=9)
     axes[0][0].set_ylabel("ms per generate call (median, IQR)")
     axes[0][-1].legend(fontsize=7)
-    p = out / f"latency_vs_genlen.{fmt}"
-    written.append(save(fig, p, csv_paths, bbox_inches="tight"))
+    written += save_all(fig, out / "latency_vs_genlen", csv_paths, bbox_inches="tight")
     return written

@@ -1,10 +1,10 @@
 """Predictor quality from the predictors table: rho per criterion (paper Fig. 5), per design (Fig. 4), and
-rho / top-k recall against the placement layer (the paper's open question 1)."""
+rho / top-k recall against the placement layer (the paper's open question 1); seaborn, PNG and PDF."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from . import pyplot, save
+from . import pyplot, save_all, sns
 
 DESIGN_COLOURS = {"shadowllm": "tab:blue", "dejavu": "tab:red", "fullseq": "tab:green", "static": "tab:gray"}
 
@@ -18,15 +18,17 @@ def layer_mean(df, metric: str, sparsity=None):
     return d.groupby(keys, as_index=False)["value"].mean()
 
 
-def _bars(ax, d, groups, hue, colours=None):
-    import numpy as np
+def _palette(levels, colours=None) -> dict:
+    """{level: colour}: the given colours, seaborn's palette for levels without one."""
+    default = sns().color_palette(n_colors=max(len(levels), 1))
+    return {h: (colours or {}).get(h, default[i]) for i, h in enumerate(levels)}
 
+
+def _bars(ax, d, groups, hue, colours=None):
     hues = list(dict.fromkeys(d[hue]))
-    w = 0.8 / max(len(hues), 1)
-    for i, h in enumerate(hues):
-        dh = d[d[hue] == h].set_index(groups[0]).reindex(groups[1])
-        ax.bar(np.arange(len(groups[1])) + i * w - 0.4 + w / 2, dh["value"], w, label=str(h),
-               color=(colours or {}).get(h))
+    sns().barplot(data=d, x=groups[0], y="value", hue=hue, order=groups[1], hue_order=hues,
+                  palette=_palette(hues, colours), saturation=1, errorbar=None, ax=ax)
+    ax.set_xlabel("")
     ax.set_xticks(range(len(groups[1])))
     ax.set_xticklabels(groups[1], rotation=30, ha="right", fontsize=8)
 
@@ -53,7 +55,7 @@ def predictor_figures(table, outdir, title: str = "") -> list[Path]:
         _bars(ax, base[(base.unit == u) & (base.position == pos)], ("criterion", crits), "design", DESIGN_COLOURS)
         ax.set(title=f"{title}: {u}, input at {pos}", ylabel="held-out Spearman rho (within layer)")
         ax.legend(fontsize=7)
-    written.append(save(fig, out / "predictors_by_criterion.png", [table], dpi=120, bbox_inches="tight"))
+    written += save_all(fig, out / "predictors_by_criterion", [table], dpi=120, bbox_inches="tight")
 
     # 2. per design and input position
     fig, axes = plt.subplots(1, len(units), figsize=(5 * len(units), 3.4), squeeze=False)
@@ -62,18 +64,21 @@ def predictor_figures(table, outdir, title: str = "") -> list[Path]:
         _bars(ax, base[(base.unit == u) & (base.criterion == c0)], ("design", designs), "position")
         ax.set(title=f"{title}: {c0}, {u}", ylabel="held-out Spearman rho (within layer)")
         ax.legend(fontsize=7, title="input at")
-    written.append(save(fig, out / "predictors_by_design.png", [table], dpi=120, bbox_inches="tight"))
+    written += save_all(fig, out / "predictors_by_design", [table], dpi=120, bbox_inches="tight")
 
     # 3. against the placement layer (input at the last context token)
     rec = layer_mean(df, "recall", sparsity=0.5)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for ax, d, lab in ((axes[0], rho, "Spearman rho (within layer)"), (axes[1], rec, "top-k recall at 50 %")):
         d = d[(d.criterion == c0) & (d.position == pos)]
-        for (design, u), g in d.groupby(["design", "unit"]):
-            g = g.sort_values("placement")
-            ax.plot(g.placement, g.value, marker="o", color=DESIGN_COLOURS.get(design),
-                    ls="-" if u == "heads" else "--", label=f"{design} {u}")
+        d = d.sort_values(["design", "unit"]).assign(line=lambda t: t.design + " " + t.unit)
+        lines = list(dict.fromkeys(d.line))
+        if lines:
+            sns().lineplot(data=d, x="placement", y="value", hue="line", style="line", hue_order=lines,
+                           palette={n: DESIGN_COLOURS.get(n.split()[0], "k") for n in lines},
+                           markers={n: "o" for n in lines}, dashes={n: "" if n.endswith("heads") else (4, 2)
+                                                                    for n in lines}, errorbar=None, markersize=6, ax=ax)
         ax.set(xlabel="placement layer (layers up to it dense)", ylabel=lab, title=f"{title}: {c0}")
         ax.legend(fontsize=7)
-    written.append(save(fig, out / "predictors_by_placement.png", [table], dpi=120, bbox_inches="tight"))
+    written += save_all(fig, out / "predictors_by_placement", [table], dpi=120, bbox_inches="tight")
     return written

@@ -1,4 +1,5 @@
-"""Fig. 1 counterpart: mean zero-shot accuracy against decode latency, per method, coloured by sparsity.
+"""Fig. 1 counterpart: mean zero-shot accuracy against decode latency, per method, coloured by sparsity (seaborn,
+PNG and PDF).
 
 Accuracy comes from the ablation table (one model), latency from the latency table (the sliced decoder at a
 benchmarked shape); a method's point exists where both tables have its sparsity. Each method pairs a decoder mode
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..ablations.tables import pooled_shots
-from . import pyplot, save
+from . import pyplot, save_all, sns
 from .latency import MODE_STYLE, _load
 
 PAIRS = {"dense": [("dense", "none")], "static": [("static", "none")],
@@ -47,13 +48,15 @@ def tradeoff_points(ab, lat, latency_model: str | None = None):
                 if mode == "dense":
                     m = lat[lat["mode"] == "dense"]
                 if len(m):
-                    rows.append(dict(mode=mode, sparsity=float(s), acc=float(g.value.astype(float).mean()),
-                                     ms_per_token=float(m.ms_per_token.astype(float).median()), protocol=proto))
+                    rows.append({"mode": mode, "sparsity": float(s), "acc": float(g.value.astype(float).mean()),
+                                 "ms_per_token": float(m.ms_per_token.astype(float).median()), "protocol": proto})
             break
     return pd.DataFrame(rows, columns=["mode", "sparsity", "acc", "ms_per_token", "protocol"]), latency_model
 
 
-def accuracy_vs_latency(ablations_csv, latency_csvs, out, title: str = "", latency_model: str | None = None) -> Path:
+def accuracy_vs_latency(ablations_csv, latency_csvs, out, title: str = "", latency_model: str | None = None
+                        ) -> list[Path]:
+    """Write the figure as PNG and PDF beside `out` (its suffix replaced); return both paths."""
     import pandas as pd
 
     plt = pyplot()
@@ -68,14 +71,16 @@ def accuracy_vs_latency(ablations_csv, latency_csvs, out, title: str = "", laten
                 transform=ax.transAxes, fontsize=8, color="0.4")
     else:
         norm = plt.Normalize(0, max(0.9, d.sparsity.max()))
-        for mode, g in d.groupby("mode"):
+        for mode, g in d.sort_values(["mode", "sparsity"], kind="stable").groupby("mode", sort=True):
             colour, marker = MODE_STYLE.get(mode, ("k", "o"))
-            g = g.sort_values("sparsity")
-            ax.plot(g.ms_per_token, g.acc, color=colour, lw=0.8, alpha=0.6)
-            sc = ax.scatter(g.ms_per_token, g.acc, c=g.sparsity, cmap="viridis", norm=norm, marker=marker,
-                            edgecolors=colour, linewidths=1.2, s=60, label=f"{mode} ({g.protocol.iloc[0]})")
-        fig.colorbar(sc, ax=ax, label="sparsity")
+            # the mode's path in order of sparsity (not of latency), then its points filled by sparsity
+            sns().lineplot(data=g, x="ms_per_token", y="acc", sort=False, estimator=None, errorbar=None,
+                           color=colour, lw=0.8, alpha=0.6, ax=ax)
+            sns().scatterplot(data=g, x="ms_per_token", y="acc", hue="sparsity", hue_norm=norm, palette="viridis",
+                              marker=marker, edgecolor=colour, linewidth=1.2, s=60, legend=False, ax=ax,
+                              label=f"{mode} ({g.protocol.iloc[0]})")
+        fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="sparsity")
         ax.legend(fontsize=7)
     ax.set(xlabel=f"decode ms / token ({lm}, sliced decoder)", ylabel="mean zero-shot acc")
     ax.set_title(f"{title}: accuracy vs latency".strip(": "), fontsize=9)
-    return save(fig, out, [ablations_csv, *latency_csvs], dpi=120, bbox_inches="tight")
+    return save_all(fig, out, [ablations_csv, *latency_csvs], dpi=120, bbox_inches="tight")

@@ -48,6 +48,7 @@ class Tables:
     predictors: pd.DataFrame | None = None    # tables/{model}/predictors.csv
     latency: pd.DataFrame | None = None       # latency/latency.csv (random-weight shapes, any model)
     dependence: pd.DataFrame | None = None    # importance/{model}/input_dependence.csv
+    flops: pd.DataFrame | None = None         # latency/predictor_flops.csv
     questions: int = 0                        # zero-shot questions behind one mean accuracy (for its error)
     ppl_metric: str = "word_perplexity"
 
