@@ -47,7 +47,9 @@ def _fig5(t: Tables) -> str:
     for unit, g in p.groupby("unit"):
         m = g.groupby("criterion").value.mean().sort_values(ascending=False)
         out.append(f"{unit}: " + ", ".join(f"{c} {v:.3f}" for c, v in m.items()))
-    return "; ".join(out) + " (ShadowLLM, held-out Spearman)" if out else "no ShadowLLM predictors in the grid"
+    return ("; ".join(out) + " (ShadowLLM, held-out Spearman over all of the model's heads or neurons, as the paper "
+            "averages it; the figure shows the within-layer rho that per-layer top-k uses)") if out else \
+        "no ShadowLLM predictors in the grid"
 
 
 def _fig7(t: Tables) -> str:
