@@ -58,6 +58,12 @@ def test_bench_latency_cli_and_figures(tmp_path, monkeypatch):
     assert {p.name for p in figs.iterdir()} == names | {f"{n}.meta.json" for n in names}
     side = json.loads((figs / "latency_vs_size.png.meta.json").read_text())
     assert side["config"]["sources"] == [str(out)] and list(side["inputs"]) == [str(out)]
+    # the combined table alone redraws them (what the committed reports/latency_*.csv are for)
+    table = tmp_path / "latency.csv"
+    assert shadowllm_main(["latency-figures", "--csv", str(out), "--outdir", str(figs), "--table", str(table)]) == 0
+    again = tmp_path / "again"
+    assert shadowllm_main(["latency-figures", "--csv", str(table), "--outdir", str(again)]) == 0
+    assert {p.name for p in again.iterdir()} == {p.name for p in figs.iterdir()}
 
 
 def test_bench_latency_placement(tmp_path, monkeypatch):

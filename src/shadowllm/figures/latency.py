@@ -30,13 +30,15 @@ def _near(a, b):
     return abs(float(a) - float(b)) < 1e-9
 
 
-TABLE_COLUMNS = ["model", "device", "device_name", "dtype", "batch", "prompt_len", "gen_tokens", "sparsity", "mode", "kv_policy",
-                 "ms_per_token", "ms_per_token_iqr", "ms_per_token_min", "speedup_vs_dense", "ratio_to_roofline",
+TABLE_COLUMNS = ["model", "params_b", "layers", "hidden", "device", "device_name", "dtype", "batch", "prompt_len",
+                 "gen_tokens", "sparsity", "mode", "kv_policy", "placement", "ms_per_token", "ms_per_token_iqr",
+                 "ms_per_token_min", "call_ms", "call_ms_iqr", "speedup_vs_dense", "ratio_to_roofline",
                  "bandwidth_gbs"]
 
 
 def latency_table(csv_paths, path) -> Path:
-    """One reviewable CSV of every latency row (deduplicated), with the columns a reader compares."""
+    """One reviewable CSV of every latency row (deduplicated), with the columns a reader compares and the figures
+    read (so the figures can be redrawn from it alone)."""
     from ..io import atomic_path
     from ..provenance import write_meta
 
