@@ -115,3 +115,55 @@ def test_a_hub_task_not_in_the_cache_is_named_and_nothing_is_written(tmp_path):
     assert not out.exists()
     r = _datasets_cli(["--tasks", "no_such_task", "--out", str(out)], tmp_path / "c", tmp_path)
     assert r.returncode != 0 and "'no_such_task'" in r.stderr, r.stderr[-2000:]
+
+
+MI_UTILS = '''def doc_to_text(doc):
+    return doc["label"]
+
+
+def doc_to_choice(doc):
+    return [doc["q"] + " " + c for c in doc["choices"]]
+
+
+def doc_to_target(doc):
+    return "the end"
+'''
+
+
+@pytest.mark.slow
+def test_traces_of_a_hub_task_read_its_cached_docs_offline(saved_tiny, tmp_path):
+    """The paper traces its own tasks: an lm-eval task from the (offline) hub cache becomes the same rows the JSONL
+    holds; a multiple-input task (winogrande's shape) traces the shared ending after the right context."""
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "tiny_hub_mc.yaml").write_text(TASK_YAML.replace("validation_split: validation",
+                                                              "training_split: validation\nvalidation_split: validation"))
+    (tasks / "utils.py").write_text(MI_UTILS)
+    mi = TASK_YAML.replace("task: tiny_hub_mc", "task: tiny_hub_mi")
+    for f in ("doc_to_text", "doc_to_choice", "doc_to_target"):
+        mi = "\n".join(f"{f}: !function utils.{f}" if line.startswith(f + ":") else line for line in mi.splitlines())
+    (tasks / "tiny_hub_mi.yaml").write_text(mi + "\n")
+    cache = tmp_path / "resources" / "datasets"
+    rows = [{"q": f"question {i}", "choices": ["yes", "no"], "label": i % 2} for i in range(7)]
+    _hub_dataset_cache(cache, rows)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "home"),
+               HF_DATASETS_CACHE=str(cache / "datasets"), HF_HUB_CACHE=str(cache / "hub"))
+    code = ("import json, sys; from shadowllm.importance.collect import lm_eval_rows;"
+            "print(json.dumps([lm_eval_rows(t, sys.argv[1]) for t in ('tiny_hub_mc', 'tiny_hub_mi')]))")
+    r = subprocess.run([sys.executable, "-c", code, str(tasks)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (mc, td, fd), (mi_rows, _, _) = json.loads(r.stdout.strip().splitlines()[-1])
+    assert (td, fd) == (" ", "\n\n")
+    assert [(x["query"], x["choices"], x["gold"]) for x in mc] == [(x["q"], x["choices"], x["label"]) for x in rows]
+    assert [(x["query"], x["choices"], x["gold"]) for x in mi_rows] == \
+        [(x["q"] + " " + x["choices"][x["label"]], ["the end"], 0) for x in rows]
+    out = tmp_path / "traces"
+    r = subprocess.run([sys.executable, "-m", "shadowllm.cli", "importance", "--model", str(saved_tiny[0]),
+                        "--task", "tiny_hub_mc", "--include", str(tasks), "--k", "1", "--criteria", "plainact",
+                        "--max-examples", "5", "--batch-size", "5", "--device", "cpu", "--threads", "1",
+                        "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    from safetensors import safe_open
+
+    with safe_open(str(out / "plainact.safetensors"), "pt") as f:
+        assert f.get_tensor(f.keys()[0]).shape[0] == 5

@@ -81,10 +81,11 @@ def _task_errors(cfg: dict) -> list[str]:
     imp = cfg.get("importance")
     if imp is not None:
         shipped = data.task_names()
+        mc = sorted(HUB_TASKS - {"wikitext"})
         for i, t in enumerate(imp["tasks"]):
-            if t not in shipped:
-                msgs.append(f"config['importance']['tasks'][{i}] = {t!r}: traces need a shipped task with a "
-                            f"calibration split; expected one of {sorted(shipped)}")
+            if t not in shipped and t not in mc:
+                msgs.append(f"config['importance']['tasks'][{i}] = {t!r}: traces need a multiple-choice task; "
+                            f"expected a shipped task {sorted(shipped)} or an lm-eval hub task {mc}")
         if imp["tasks"]:
             if imp["dependence_criterion"] not in imp["criteria"]:
                 msgs.append(f"config['importance']['dependence_criterion'] = {imp['dependence_criterion']!r}: "

@@ -502,7 +502,7 @@ def hub_tasks():
     from shadowllm.config import HUB_TASKS
 
     names = ([EVAL["ppl_task"]] + list(EVAL["tasks"] or []) if EVAL else []) + \
-        (list(AB["zero_shot_tasks"] or []) if AB else [])
+        (list(AB["zero_shot_tasks"] or []) if AB else []) + (list(IMP["tasks"] or []) if IMP else [])
     return sorted(set(names) & HUB_TASKS)
 
 

@@ -1,7 +1,8 @@
 rule importance_traces:
     """Per-example importance of every head and neuron under every criterion, from one pass (one task, one k)."""
     input:
-        model_input,
+        model=model_input,
+        datasets=datasets_input,
     output:
         inputs=f"{R}/importance/{{model}}/{{task}}/k{{k}}/inputs.safetensors",
         traces=expand(f"{R}/importance/{{{{model}}}}/{{{{task}}}}/k{{{{k}}}}/{{crit}}.safetensors",

@@ -19,7 +19,8 @@ def cmd_importance(args) -> int:
     set_threads(args.threads)
     model, tok = load_model(args.model, dtype=args.dtype, device=device, gguf_file=args.gguf_file)
     max_len = min(args.max_length, getattr(model.config, "max_position_embeddings", args.max_length))
-    exs = task_examples(args.task, args.k, tok, seed=args.seed, max_examples=args.max_examples, max_length=max_len)
+    exs = task_examples(args.task, args.k, tok, seed=args.seed, max_examples=args.max_examples, max_length=max_len,
+                        include=args.include)
     t0 = time.time()
 
     def progress(done, total):
@@ -63,7 +64,8 @@ def register(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_model_args(p)
     p.add_argument("--model-name", default=None, help="name recorded in the files (default: --model)")
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", required=True, help="a shipped task, or an lm-eval multiple-choice task (the paper's)")
+    p.add_argument("--include", default=None, help="an extra lm-eval task folder, for --task outside the shipped ones")
     p.add_argument("--k", type=int, default=5, help="few-shot demonstrations per example")
     p.add_argument("--criteria", default=",".join(CRITERIA), help="comma-separated: " + ",".join(CRITERIA))
     p.add_argument("--out", required=True, help="output folder (one per model/task/k)")

@@ -124,12 +124,48 @@ def tokenize_prompts(tok, prompts, max_length: int) -> list[Example]:
     return exs
 
 
+PAPER_DOCS = 2500   # the paper traces each task's first 2,500 training docs (in a seeded random order)
+
+
+def lm_eval_rows(task: str, include: str | None = None, max_docs: int = PAPER_DOCS) -> tuple[list[dict], str, str]:
+    """(rows, target_delimiter, fewshot_delimiter) of an lm-eval multiple-choice task: its training split (its
+    validation split where it has none), as the shipped tasks' rows: id, query, choices, gold. The paper's traces come
+    from its 7 tasks this way; a task whose choices are contexts (winogrande) becomes one choice, the shared ending,
+    after the context that holds the right option."""
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    tm = TaskManager(include_path=include)
+    if task not in tm.all_tasks:
+        raise ValueError(f"unknown task {task!r}: neither a shipped task nor one lm-eval knows")
+    t = get_task_dict([task], tm)[task]
+    if t.OUTPUT_TYPE != "multiple_choice":
+        raise ValueError(f"task {task!r} is {t.OUTPUT_TYPE!r}: importance traces need a multiple-choice task")
+    docs = t.training_docs() if t.has_training_docs() else t.validation_docs()
+    rows = []
+    for i, doc in enumerate(docs):
+        if i >= max_docs:
+            break
+        text, choices, target = t.doc_to_text(doc), list(t.doc_to_choice(doc)), t.doc_to_target(doc)
+        if isinstance(text, int):            # multiple inputs: choices are contexts, the target the shared ending
+            rows.append(dict(id=i, query=choices[text], choices=[str(target)], gold=0))
+            continue
+        gold = choices.index(target) if isinstance(target, str) else int(target)
+        rows.append(dict(id=i, query=text, choices=choices, gold=gold))
+    if not rows:
+        raise ValueError(f"task {task!r} has no training or validation documents")
+    return rows, t.config.target_delimiter, t.config.fewshot_delimiter
+
+
 def task_examples(task: str, k: int, tok, seed: int = 0, max_examples: int | None = 500,
-                  max_length: int = 2048) -> list[Example]:
+                  max_length: int = 2048, include: str | None = None) -> list[Example]:
+    """A shipped task's calibration split, or an lm-eval task's training docs (the paper's tasks, from the hub)."""
     from .. import data
 
-    rows = data.load_split(task, "calib")
-    td, fd = task_delimiters(task)
+    if task in data.task_names():
+        rows = data.load_split(task, "calib")
+        td, fd = task_delimiters(task)
+    else:
+        rows, td, fd = lm_eval_rows(task, include)
     return tokenize_prompts(tok, kshot_prompts(rows, k, seed, max_examples, task, td, fd), max_length)
 
 
