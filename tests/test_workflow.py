@@ -206,6 +206,17 @@ def _planned(workdir: Path, cfg: dict, tmp_path: Path) -> dict[str, int]:
 
 
 @pytest.mark.slow
+def test_the_html_report_bundles_the_figures_and_the_report_with_their_captions(small_run, tmp_path):
+    out = tmp_path / "report.html"
+    r = snakemake("-s", "Snakefile", "--configfile", "config/test-small.yaml", "--report", str(out), cwd=small_run)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    html = out.read_text()
+    model = next(p.name for p in (small_run / "results").glob("*/reports/*") if (p / "report.md").is_file())
+    assert f"The report of {model}. First the paper's claims" in html           # the caption, rendered
+    assert "report.md" in html and "ablation_sources.png" in html and "ablation_sources.pdf" in html
+
+
+@pytest.mark.slow
 def test_a_new_sparsity_or_a_figure_style_plans_only_their_jobs(small_run, tmp_path):
     """Dry runs against the finished small run: one more ablation sparsity plans only its new grid points and the
     jobs that read the ablation table; a figure style (config['figures']) plans only the figure jobs."""
