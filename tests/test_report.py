@@ -34,8 +34,19 @@ def test_plainact_vs_magnitude_follows_the_numbers():
     assert v.verdict == HELD and "40 vs 300" in v.ours
     rows[1]["value"] = 20.0
     v = CLAIMS["plainact_beats_magnitude"].judge(Tables(table(rows)))
-    assert v.verdict == NOT_HELD and "l2_norm is better for heads 50%" in v.why
+    assert v.verdict == NOT_HELD and v.why == "l2_norm is better in 1 of 1 decided comparisons"
     assert CLAIMS["plainact_beats_magnitude"].judge(Tables(table(rows[:1]))).verdict == UNTESTABLE
+
+
+def test_perplexities_within_two_percent_are_ties_that_decide_nothing():
+    rows = [ppl("static", "plainact", "global", "both", "none", 0.5, 50.0),
+            ppl("static", "plainact", "local", "both", "none", 0.5, 50.9),     # 1.8 % apart: a tie
+            ppl("static", "plainact", "global", "both", "none", 0.7, 80.0),
+            ppl("static", "plainact", "local", "both", "none", 0.7, 78.0)]     # 2.5 %: local wins
+    v = CLAIMS["global_beats_local"].judge(Tables(table(rows)))
+    assert v.verdict == NOT_HELD and v.why == "local wins 1 of 1 decided comparisons; 1 of 2 within 2% (ties)"
+    v = CLAIMS["global_beats_local"].judge(Tables(table(rows[:2])))
+    assert v.verdict == UNTESTABLE and "within 2%" in v.why and "50 vs 50.9" in v.ours
 
 
 def test_global_vs_local_and_shadowllm_vs_dejavu():

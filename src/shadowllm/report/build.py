@@ -51,7 +51,9 @@ def render(model: str, t: Tables, title: str | None = None, shared: str = "../..
              f"{n[HELD]} held, {n[NOT_HELD]} not held, {n[UNTESTABLE]} not testable here. Every number below comes "
              "from this run's tables (perplexity: word perplexity; accuracy: mean zero-shot acc); the protocol "
              "(what a mask may see) and the units pruned are named beside each. The paper's numbers are OPT models "
-             "on WikiText2 and its 7 tasks, with masks that reached heads only.", "",
+             "on WikiText2 and its 7 tasks, with masks that reached heads only. Perplexities within 2 % of each other "
+             "are ties and decide nothing (orderings that close flipped between two trainings of the tiny OPT); "
+             "accuracy differences must exceed two standard errors of the questions asked.", "",
              "| claim | paper | ours | verdict | why |", "|---|---|---|---|---|"]
     for c, v in verdicts:
         lines.append(f"| {_cell(c.text)} | {_cell(c.paper)} | {_cell(v.ours)} | **{v.verdict}** | {_cell(v.why)} |")

@@ -104,13 +104,30 @@ def _best_sparsity(t: Tables, want: list[float], **axes) -> float | None:
     return have[-1] if have else None
 
 
-def _tally(rows: list[str], wins: list[bool], setting: str, missing: str, losing: str) -> Verdict:
-    """Held when the claim wins every comparison; `losing` names who beat it (e.g. 'local wins'), `missing` why
-    nothing could be compared."""
+PPL_TIE = 0.02   # perplexities within 2 % of each other are a tie: such orderings flip between two trainings
+
+
+def _beats(a: float, b: float) -> bool | None:
+    """Whether perplexity a beats b: True, False, or None for a tie (within PPL_TIE of each other)."""
+    if a < b * (1 - PPL_TIE):
+        return True
+    if a > b * (1 + PPL_TIE):
+        return False
+    return None
+
+
+def _tally(rows: list[str], wins: list[bool | None], setting: str, missing: str, losing: str) -> Verdict:
+    """Held when the claim wins every decided comparison (ties, None, decide nothing); `losing` names who beat it
+    (e.g. 'local wins'), `missing` why nothing could be compared."""
     if not wins:
         return Verdict(UNTESTABLE, "-", missing)
-    why = "" if all(wins) else f"{losing} {wins.count(False)} of {len(wins)} comparisons"
-    return Verdict(HELD if all(wins) else NOT_HELD, "; ".join(rows) + f" ({setting})", why)
+    ours = "; ".join(rows) + f" ({setting})"
+    decided = [w for w in wins if w is not None]
+    ties = f"; {len(wins) - len(decided)} of {len(wins)} within {PPL_TIE:.0%} (ties)" if len(decided) < len(wins) else ""
+    if not decided:
+        return Verdict(UNTESTABLE, ours, f"every difference is within {PPL_TIE:.0%}, a tie")
+    why = "" if all(decided) else f"{losing} {decided.count(False)} of {len(decided)} decided comparisons"
+    return Verdict(HELD if all(decided) else NOT_HELD, ours, (why + ties).lstrip("; "))
 
 
 STATIC = dict(source="static", style="global", protocol="none")
@@ -130,12 +147,9 @@ def _plainact_vs_l2(t: Tables) -> Verdict:
         if pa is None or l2 is None:
             continue
         out.append(f"{units} {s:.0%}: {_fmt(pa)} vs {_fmt(l2)}")
-        wins.append(pa < l2)
-    if not wins:
-        return Verdict(UNTESTABLE, "-", "the grid has no static plainact and l2_norm points at one sparsity")
-    v = HELD if all(wins) else NOT_HELD
-    why = "" if all(wins) else "l2_norm is better for " + ", ".join(o.split(":")[0] for o, w in zip(out, wins) if not w)
-    return Verdict(v, "; ".join(out) + " (static, global, perplexity)", why)
+        wins.append(_beats(pa, l2))
+    return _tally(out, wins, "static, global, perplexity",
+                  "the grid has no static plainact and l2_norm points at one sparsity", "l2_norm is better in")
 
 
 @claim("fisher_plainact_lead", "Fisher and PlainAct are the best static criteria",
@@ -153,7 +167,9 @@ def _criteria_rank(t: Tables) -> Verdict:
             continue
         top = list(ranks.index[:2])
         ours = ", ".join(f"{c} {_fmt(v)}" for c, v in ranks.items())
-        held = bool({"fisher", "plainact"} & set(top))
+        lead = min(float(ranks[c]) for c in ("fisher", "plainact") if c in ranks.index) \
+            if {"fisher", "plainact"} & set(ranks.index) else float("inf")
+        held = lead <= float(ranks.iloc[1]) * (1 + PPL_TIE)      # among the best two, or tied with the second
         return Verdict(HELD if held else NOT_HELD, f"{units}, {s:.0%}: {ours}",
                        "" if held else f"the two best here are {top[0]} and {top[1]}")
     return Verdict(UNTESTABLE, "-", "fewer than four static criteria in the grid")
@@ -169,7 +185,7 @@ def _global_local(t: Tables) -> Verdict:
             lo = t.ppl(source=src, style="local", protocol=proto, criterion="plainact", units="both", sparsity=s)
             if g is not None and lo is not None:
                 rows.append(f"{src} {s:.0%}: {_fmt(g)} vs {_fmt(lo)}")
-                wins.append(g < lo)
+                wins.append(_beats(g, lo))
     return _tally(rows, wins, "plainact, perplexity, global vs local", "no local points in the grid", "local wins")
 
 
@@ -193,7 +209,7 @@ def _shadow_dejavu(t: Tables) -> Verdict:
     for _, s, sh, dv in _shadow_vs_dejavu(t, t.ppl, ["sequence"]):
         st = t.ppl(source="static", criterion="plainact", units="both", sparsity=s, style="global", protocol="none")
         rows.append(f"{s:.0%}: {_fmt(sh)} vs {_fmt(dv)} (static {_fmt(st)})")
-        wins.append(sh <= dv)
+        wins.append(_beats(sh, dv))
     return _tally(rows, wins, "plainact, sequence protocol, ShadowLLM global vs DejaVu local",
                   "no predicted and dejavu points under the sequence protocol", "DejaVu is better in")
 
@@ -234,7 +250,7 @@ def _fewshot(t: Tables) -> Verdict:
             f = t.ppl(source="static", criterion=crit, shots=k, sparsity=s, style="global", units="both")
             if z is not None and f is not None:
                 rows.append(f"{crit} {s:.0%}: {_fmt(z)} vs {_fmt(f)}")
-                wins.append(f < z)
+                wins.append(_beats(f, z))
     return _tally(rows, wins, f"0-shot vs {k}-shot traces, perplexity",
                   "no criterion has both a 0-shot and a k-shot static point", "0-shot wins")
 
