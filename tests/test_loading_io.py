@@ -1,4 +1,5 @@
 """Model loading without a hub, and atomic writes."""
+import os
 import time
 
 import pytest
@@ -108,3 +109,19 @@ def test_killed_training_leaves_no_output(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(x.name for x in tmp_path.iterdir()) == ["model", "train.json", "train.json.meta.json"]
     assert not (out / ".pid").exists()
+
+
+
+def test_the_package_fixes_mkl_and_openmp_thread_counts():
+    """Dynamic threading let MKL use fewer threads on a busy machine, which trained a different tiny OPT from the same
+    seed (seen in an embedded run); importing shadowllm, as every job does first, turns it off."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_DYNAMIC", "OMP_DYNAMIC")}
+    code = "import os, shadowllm, torch; print(os.environ['MKL_DYNAMIC'], os.environ['OMP_DYNAMIC'])"
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["FALSE", "FALSE"], r.stderr[-1000:]
+    r = subprocess.run([sys.executable, "-c", code], env=dict(env, MKL_DYNAMIC="TRUE"), capture_output=True,
+                       text=True, timeout=120)
+    assert r.stdout.split() == ["TRUE", "FALSE"]          # a user's explicit choice stands

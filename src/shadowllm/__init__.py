@@ -6,3 +6,10 @@ points), config (+ schemas/), io (atomic writes), provenance (sidecars), cli (th
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# MKL and OpenMP may use fewer threads than asked when the machine is busy, which changes the order of float sums:
+# the same seed then trains a different tiny OPT. Fixed thread counts keep every rerun bit-identical.
+for _k in ("MKL_DYNAMIC", "OMP_DYNAMIC"):
+    _os.environ.setdefault(_k, "FALSE")
