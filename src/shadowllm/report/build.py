@@ -52,7 +52,7 @@ def render(model: str, t: Tables, title: str | None = None, shared: str = "../..
              "from this run's tables (perplexity: word perplexity; accuracy: mean zero-shot acc); the protocol "
              "(what a mask may see) and the units pruned are named beside each. The paper's numbers are OPT models "
              "on WikiText2 and its 7 tasks, with masks that reached heads only. Perplexities within 2 % of each other "
-             "are ties and decide nothing (orderings that close flipped when the tiny OPT was retrained on another CPU host); "
+             "are ties and decide nothing (orderings that close swapped between two trainings of the tiny OPT); "
              "accuracy differences must exceed two standard errors of the questions asked.", "",
              "| claim | paper | ours | verdict | why |", "|---|---|---|---|---|"]
     for c, v in verdicts:

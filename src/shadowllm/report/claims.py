@@ -104,7 +104,7 @@ def _best_sparsity(t: Tables, want: list[float], **axes) -> float | None:
     return have[-1] if have else None
 
 
-PPL_TIE = 0.02   # perplexities within 2 % of each other are a tie: such orderings flip between two trainings
+PPL_TIE = 0.02   # perplexities within 2 % of each other are a tie: such orderings swapped between two trainings
 
 
 def _beats(a: float, b: float) -> bool | None:
