@@ -44,9 +44,14 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/")
 
 
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE asks for no hub access (as huggingface_hub reads it)."""
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
 def hub_reachable(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
     """True if a TCP connection to the hub opens within `timeout` seconds (DNS included)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    if hub_offline():
         return False
     ok = []
 

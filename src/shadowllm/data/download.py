@@ -86,7 +86,9 @@ def download_datasets(tasks: list[str], cache: str | Path, out: str | Path, incl
     unknown = [t for t in tasks if t not in tm.all_tasks]
     if unknown:
         raise ValueError(f"unknown lm-eval task(s) {unknown}; expected names lm-eval knows, e.g. piqa, wikitext")
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    from ..loading import hub_offline
+
+    offline = hub_offline()
     manifest = {}
     for name in tasks:
         try:
