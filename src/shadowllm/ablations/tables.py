@@ -54,3 +54,59 @@ def reference_criterion(df) -> str:
 def pooled_shots(df) -> str:
     """The shots label of the usual traces (e.g. '0+5'): the most frequent among the static rows."""
     return _mode(df.loc[df.source == "static", "shots"], "none")
+
+
+SAMPLE_COLUMNS = ["task", "doc_id", "ll", "words", "bytes", "acc", "acc_norm", "gold", "label"]
+
+
+def load_samples(paths):
+    """ablate JSONs -> one row per (grid point, task, document): the per-document results the intervals resample
+    (ll, words, bytes for perplexity; acc, acc_norm, gold, label for multiple choice). A point written before
+    per-document results were kept is an error naming it."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    frames = []
+    for p in paths:
+        r = json.loads(Path(p).read_text())
+        if "samples" not in r:
+            raise ValueError(f"{p}: no per-document results (written by an older shadowllm); rerun `shadowllm ablate`")
+        point = r["point"]
+        for task, cols in r["samples"].items():
+            d = pd.DataFrame(cols)
+            for a in AXES:
+                d[a] = point[a]
+            d["task"] = task
+            frames.append(d)
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    df = df.reindex(columns=AXES + SAMPLE_COLUMNS)
+    key = AXES + ["task", "doc_id"]
+    dup = df.duplicated(subset=key, keep=False)
+    if dup.any():
+        raise ValueError(f"two results for the same grid point, task and document: {df[dup].iloc[0][key].to_dict()}")
+    return df.sort_values(key, kind="stable").reset_index(drop=True)
+
+
+def write_samples(paths, out):
+    """load_samples(paths) written atomically as CSV (log-likelihoods at full precision), with its sidecar."""
+    from .. import provenance
+    from ..io import atomic_path
+
+    df = load_samples(paths)
+    with atomic_path(out, suffix=".csv") as tmp:
+        df.to_csv(tmp, index=False, float_format="%.10g")
+    provenance.write_meta(out, config={"command": "ablation-table --samples"}, inputs=paths)
+    return df
+
+
+def read_samples(path):
+    """The per-document table with the axes typed as in read_table."""
+    import pandas as pd
+
+    if isinstance(path, pd.DataFrame):
+        return path.copy()
+    df = pd.read_csv(path, dtype={c: str for c in STR_COLUMNS + ["label"]}, keep_default_na=False,
+                     na_values={c: [""] for c in ("ll", "words", "bytes", "acc", "acc_norm", "gold")})
+    return df.astype({"placement": int, "sparsity": float})

@@ -40,8 +40,9 @@ def task_manager(include_path: str | os.PathLike | None, tasks: list[str] | None
 
 
 def run(lm, tasks: list[str], include_path=None, limit: int | None = None, num_fewshot: int = 0,
-        seed: int = 1234) -> dict[str, dict[str, float]]:
-    """simple_evaluate on `tasks`; returns {task: {metric: value}} with lm-eval's ',none' filter suffix dropped."""
+        seed: int = 1234, samples: dict | None = None) -> dict[str, dict[str, float]]:
+    """simple_evaluate on `tasks`; returns {task: {metric: value}} with lm-eval's ',none' filter suffix dropped.
+    A dict passed as `samples` is filled with each task's per-document results (see `per_sample`)."""
     from lm_eval import simple_evaluate
 
     tm = task_manager(include_path, tasks)
@@ -54,12 +55,44 @@ def run(lm, tasks: list[str], include_path=None, limit: int | None = None, num_f
         lm.tasks = tm.load(tasks)["tasks"]
     out = simple_evaluate(model=lm, tasks=tasks, task_manager=tm, limit=limit, num_fewshot=num_fewshot,
                           random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                          fewshot_random_seed=seed, bootstrap_iters=0, log_samples=False)
+                          fewshot_random_seed=seed, bootstrap_iters=0, log_samples=samples is not None)
+    if samples is not None:
+        samples.update({task: per_sample(rows) for task, rows in out["samples"].items()})
     res = {}
     for task, metrics in out["results"].items():
         res[task] = {k.split(",")[0]: float(v) for k, v in metrics.items()
                      if isinstance(v, (int, float)) and not k.startswith("alias") and "stderr" not in k}
     return res
+
+
+def per_sample(rows: list[dict]) -> dict[str, list]:
+    """lm-eval's logged samples of one task -> columns, one entry per document, in doc_id order.
+
+    Rolling log-likelihood tasks: `ll` (the document's summed log-likelihood, nats), `words`, `bytes` (so a
+    perplexity over any subset of documents is exp(-sum ll / sum words)). Multiple choice: `acc`, `acc_norm`,
+    `gold` (the right choice's index) and `label` (its text), for the majority-class baseline."""
+    rows = sorted(rows, key=lambda r: r["doc_id"])
+    out: dict[str, list] = {"doc_id": [int(r["doc_id"]) for r in rows]}
+    if rows and "word_perplexity" in rows[0]:
+        out["ll"] = [float(r["word_perplexity"][0]) for r in rows]
+        out["words"] = [int(r["word_perplexity"][1]) for r in rows]
+        out["bytes"] = [int(r["byte_perplexity"][1]) for r in rows] if "byte_perplexity" in rows[0] else None
+    elif rows and "acc" in rows[0]:
+        out["acc"] = [float(r["acc"]) for r in rows]
+        out["acc_norm"] = [float(r["acc_norm"]) for r in rows] if "acc_norm" in rows[0] else None
+        out["gold"] = [int(r["target"]) if isinstance(r["target"], int) else -1 for r in rows]
+        out["label"] = [_gold_text(r) for r in rows]
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _gold_text(r: dict) -> str:
+    """The gold continuation's text, from the request arguments lm-eval logged (one per choice)."""
+    t, args = r["target"], r.get("arguments") or []
+    if isinstance(t, int) and 0 <= t < len(args):
+        a = args[t]
+        a = a.get("arg_1", a) if isinstance(a, dict) else a[1] if isinstance(a, (list, tuple)) else a
+        return str(a).strip()
+    return str(t).strip()
 
 
 # ---- a direct computation, used to check lm-eval and for quick in-process numbers ----------------
