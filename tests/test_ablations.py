@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from test_sparse_decoder import tiny_opt
@@ -93,7 +94,7 @@ def _pred(ad, design="shadowllm", placement=0, seed=5):
 def _saved(tmp_path, pred, criterion="plainact", model="m"):
     path = tmp_path / f"{pred.design}.safetensors"
     pred.save(path, meta={"model": model, "criterion": criterion, "design": pred.design,
-                          "placement": pred.placement})
+                          "placement": pred.placement, "normalize": "raw", "seed": 0})
     return str(path)
 
 
@@ -175,7 +176,7 @@ def _ll(logp, ids, n_cont):
 def test_predicted_in_pass_equals_masks_computed_first_then_a_masked_forward(tiny, tmp_path, protocol, style):
     model, tok = tiny
     ad = get_adapter(model)
-    p = Point("predicted", "plainact", "0+5", 0, style, "both", protocol, 0.5)
+    p = Point("predicted", "plainact", "raw", "0+5", 0, 0, style, "both", protocol, 0.5)
     lm = _lm(model, tok, tmp_path, p, min_neurons=8)
     rows = _rows()
     got = lm._loglikelihood_tokens(_requests(rows))
@@ -202,7 +203,7 @@ def test_token_protocol_equals_decoding_token_by_token_with_each_positions_mask(
     model, tok = tiny
     model = model.double()
     ad = get_adapter(model)
-    p = Point("predicted", "plainact", "0+5", 0, "global", "both", "token", 0.5)
+    p = Point("predicted", "plainact", "raw", "0+5", 0, 0, "global", "both", "token", 0.5)
     lm = _lm(model, tok, tmp_path, p)
     rows = _rows(B=2)
     got = lm._loglikelihood_tokens(_requests(rows))
@@ -227,9 +228,64 @@ def test_dejavu_protocols_run_and_prompt_shares_the_mask(tiny, tmp_path):
     rows = _rows()
     res = {}
     for proto in ("sequence", "prompt", "token"):
-        p = Point("dejavu", "plainact", "0+5", 0, "local", "both", proto, 0.5)
+        p = Point("dejavu", "plainact", "raw", "0+5", 0, 0, "local", "both", proto, 0.5)
         res[proto] = [ll for ll, _ in _lm(model, tok, tmp_path, p)._loglikelihood_tokens(_requests(rows))]
     assert res["sequence"] != res["prompt"] and res["token"] != res["prompt"]
+
+
+def test_prompt_cuts_a_long_context_once_per_question_so_its_choices_share_the_mask(tiny, tmp_path):
+    """A context longer than the window: under prompt every choice keeps the same last M + 1 - (longest choice)
+    context tokens, so the mask (read at the last context token) is the question's; each log-likelihood is a
+    plain masked forward on those tokens. A question that fits is not cut; sequence still cuts each row alone."""
+    model, tok = tiny
+    ad = get_adapter(model)
+    M = 16
+    g = torch.Generator().manual_seed(3)
+    ids = lambda n: torch.randint(3, 400, (n,), generator=g).tolist()            # noqa: E731
+    long_ctx, short_ctx = ids(30), ids(6)
+    rows = [(long_ctx, ids(n)) for n in (1, 3, 5)] + [(short_ctx, ids(n)) for n in (2, 4)]
+    keep = {tuple(long_ctx): M + 1 - 5, tuple(short_ctx): 6}                     # the whole short context fits
+    p = Point("predicted", "plainact", "raw", "0+5", 0, 0, "global", "both", "prompt", 0.5)
+    mask_for = build(ad, Settings(point=p, model="m", predictor=_saved(tmp_path, _pred(ad)), min_neurons=8))
+    seen = []                                                                    # (row tokens, ctx_pos) handed
+
+    def spy(batch):
+        seen.extend((tuple(batch.x[b, :int(batch.lengths[b])].tolist()), int(batch.ctx_pos[b]))
+                    for b in range(len(batch.lengths)))
+        return mask_for(batch)
+    lm = make_masked_lm(model, tok, spy, "prompt", batch_size=2, max_len=M)
+    got = lm._loglikelihood_tokens(_requests(rows))
+    pred, masks = _pred(ad), []
+    for (ctx, cont), (ll, _) in zip(rows, got):
+        c = ctx[-keep[tuple(ctx)]:]
+        inp = (c + cont)[:-1]
+        assert len(inp) <= M and (tuple(inp), len(c) - 1) in seen               # the row and position handed
+        with torch.no_grad():
+            s = pred(_placement_input(model, inp, 0, len(c) - 1)[None])
+        m = mask_from_scores(s[..., :ad.n_heads], s[..., ad.n_heads:], 0.5, "global", min_neurons=8)
+        masks.append(m)
+        assert math.isclose(ll, _ll(_masked_logp(model, inp, m), c + cont, len(cont)), rel_tol=1e-5, abs_tol=1e-5)
+    same = lambda a, b: torch.equal(a.heads, b.heads) and torch.equal(a.neurons, b.neurons)  # noqa: E731
+    assert same(masks[0], masks[1]) and same(masks[0], masks[2]) and same(masks[3], masks[4])
+    long_prefixes = {r[:pos + 1] for r, pos in seen if pos > 5}                 # the long question's rows
+    assert len(long_prefixes) == 1 and list(long_prefixes.pop()) == long_ctx[-keep[tuple(long_ctx)]:]
+    # cut per row (as stock HFLM does), the long question's choices would have seen different contexts
+    stock = [(ctx + cont)[-(M + 1):][:-len(cont)] for ctx, cont in rows[:3]]
+    assert len({tuple(c) for c in stock}) == 3
+
+    seen.clear()                                                                 # sequence: each row alone, as before
+    dense = make_masked_lm(model, tok, lambda b: spy(b) and None, "sequence", batch_size=2, max_len=M)
+    for (ctx, cont), (ll, _) in zip(rows, dense._loglikelihood_tokens(_requests(rows))):
+        toks = (ctx + cont)[-(M + 1):]
+        assert tuple(toks[:-1]) in {r for r, _ in seen}
+        assert math.isclose(ll, _ll(_dense_logp(model, toks[:-1]), toks, len(cont)), rel_tol=1e-5, abs_tol=1e-5)
+
+    with pytest.raises(ValueError, match=r"continuation of 17 tokens .*max_length=16"):
+        lm._loglikelihood_tokens(_requests([(long_ctx, ids(17))]))
+    from lm_eval.api.instance import Instance
+    inst = Instance("loglikelihood", {}, ("The cause was", " the rain fell on the town" * 8), 0, ("my_task", 0, 1))
+    with pytest.raises(ValueError, match=r"task 'my_task'.*max_length=16"):                # named through lm-eval
+        lm.loglikelihood([inst], disable_tqdm=True)
 
 
 def test_sparsity_zero_gives_the_dense_numbers_exactly_and_dense_matches_stock_hflm(saved_tiny, task_dir, tmp_path):
@@ -241,7 +297,7 @@ def test_sparsity_zero_gives_the_dense_numbers_exactly_and_dense_matches_stock_h
     tasks = ["bb_cause_and_effect", "corpus_test"]
     dense = harness.run(_lm(model, tok, tmp_path, DENSE, batch_size=8), tasks, include_path=task_dir, limit=12)
     for proto in ("sequence", "prompt", "token"):
-        p = Point("predicted", "plainact", "0+5", 0, "global", "both", proto, 0.0)
+        p = Point("predicted", "plainact", "raw", "0+5", 0, 0, "global", "both", proto, 0.0)
         zero = harness.run(_lm(model, tok, tmp_path, p, batch_size=8), tasks, include_path=task_dir, limit=12)
         assert zero == dense, proto
     half = harness.run(_lm(model, tok, tmp_path, Point("random", style="global", units="both", sparsity=0.7),
@@ -274,7 +330,7 @@ def test_oracle_mask_is_the_criterion_on_context_plus_gold_shared_by_every_choic
     path, _ = saved_tiny
     model, tok = load_model(str(path))
     ad = get_adapter(model)
-    p = Point("oracle", "plainact", "none", 0, "global", "both", "gold", 0.5)
+    p = Point("oracle", "plainact", "raw", "none", 0, 0, "global", "both", "gold", 0.5)
     mask_for = build(ad, Settings(point=p, model="m", min_neurons=8))
     seen = []
 
@@ -335,6 +391,8 @@ def test_grid_expansion_collapses_protocols_of_input_independent_sources():
     ({"sparsity": [1.0]}, "1.0"),
     ({"sparsity": [-0.1]}, "-0.1"),
     ({"source": ["magic"]}, "magic"),
+    ({"normalize": ["global"]}, "global"),
+    ({"seeds": [-1]}, "-1"),
 ])
 def test_bad_grid_values_are_named_before_any_job(grid, match):
     from shadowllm.config import ConfigError, validate
@@ -347,22 +405,31 @@ def test_bad_grid_values_are_named_before_any_job(grid, match):
 
 def test_point_checks_name_the_bad_value():
     with pytest.raises(ValueError, match=r"sparsity 1\.0 is outside \[0, 1\)"):
-        Point("static", "plainact", "0", 0, "global", "both", "none", 1.0).check()
+        Point("static", "plainact", "raw", "0", 0, 0, "global", "both", "none", 1.0).check()
     with pytest.raises(ValueError, match="protocol 'causal' is not one of"):
-        Point("predicted", "plainact", "0", 0, "global", "both", "causal", 0.5).check()
+        Point("predicted", "plainact", "raw", "0", 0, 0, "global", "both", "causal", 0.5).check()
     with pytest.raises(ValueError, match="style 'global' is not one of \\['local'\\] for source 'dejavu'"):
-        Point("dejavu", "plainact", "0", 0, "global", "both", "sequence", 0.5).check()
+        Point("dejavu", "plainact", "raw", "0", 0, 0, "global", "both", "sequence", 0.5).check()
+    with pytest.raises(ValueError, match=r"normalize 'global' is not one of \['raw', 'layer', 'example'\]"):
+        Point("static", "plainact", "global", "0", 0, 0, "global", "both", "none", 0.5).check()
+    with pytest.raises(ValueError, match="source 'random' ranks no criterion: normalize must be 'none', got 'raw'"):
+        Point("random", normalize="raw", style="global", units="both", sparsity=0.5).check()
+    with pytest.raises(ValueError, match="source 'static' has no seed: seed must be 0, got 2"):
+        Point("static", "plainact", "raw", "0", 2, 0, "global", "both", "none", 0.5).check()
 
 
 @pytest.mark.parametrize("meta,match", [({"model": "other"}, "model is 'other', expected 'm'"),
-                                        ({"criterion": "fisher"}, "criterion is 'fisher', expected 'plainact'")])
+                                        ({"criterion": "fisher"}, "criterion is 'fisher', expected 'plainact'"),
+                                        ({"normalize": "layer"}, "normalize is 'layer', expected 'raw'"),
+                                        ({"seed": 3}, "seed is 3, expected 0")])
 def test_a_predictor_of_another_model_or_criterion_is_refused_before_the_model_loads(tmp_path, meta, match, capsys):
     from shadowllm.cli import main
 
     model = tiny_opt()
     pred = _pred(get_adapter(model))
     f = tmp_path / "p.safetensors"
-    pred.save(f, meta={"model": "m", "criterion": "plainact", "design": "shadowllm", "placement": 0, **meta})
+    pred.save(f, meta={"model": "m", "criterion": "plainact", "design": "shadowllm", "placement": 0,
+                       "normalize": "raw", "seed": 0, **meta})
     argv = ["ablate", "--model", str(tmp_path / "no-such-model"), "--model-name", "m", "--source", "predicted",
             "--criterion", "plainact", "--style", "global", "--units", "both", "--protocol", "prompt",
             "--sparsity", "0.5", "--predictor", str(f), "--tasks", "bb_winowhy", "--out", str(tmp_path / "o.json")]
@@ -379,14 +446,30 @@ def test_ablate_cli_writes_a_point_and_the_table_reads_it(saved_tiny, task_dir, 
     out = tmp_path / "r.json"
     rc = main(["ablate", "--model", str(path), "--model-name", "m", "--source", "random", "--style", "hybrid",
                "--units", "both", "--sparsity", "0.5", "--min-neurons", "8", "--tasks", "bb_cause_and_effect",
+               "--ppl-task", "corpus_test", "--ppl-limit", "3",
                "--limit", "10", "--include", str(task_dir), "--out", str(out)])
     assert rc == 0
     r = json.loads(out.read_text())
     assert r["point"]["source"] == "random" and r["point"]["design"] == "none"
     df = load_results([out])
-    assert set(df.metric) == {"acc", "acc_norm"} and (df.sparsity == 0.5).all()
+    assert set(df.metric) == {"acc", "acc_norm", "word_perplexity", "byte_perplexity", "bits_per_byte"}
+    assert (df.sparsity == 0.5).all()
     with pytest.raises(ValueError, match="two results for the same grid point"):
         load_results([out, out])
+    # the per-document results give back lm-eval's own aggregates: acc is their mean, word perplexity
+    # exp(-sum ll / sum words) over the documents; the table of them keeps one row per document
+    from shadowllm.ablations.tables import load_samples, read_samples, write_samples
+
+    sm = r["samples"]
+    assert len(sm["bb_cause_and_effect"]["acc"]) == 10 and len(sm["corpus_test"]["ll"]) == 3
+    res = dict(zip(zip(df.task, df.metric), df.value))
+    assert np.mean(sm["bb_cause_and_effect"]["acc"]) == pytest.approx(res["bb_cause_and_effect", "acc"])
+    ll, words = np.array(sm["corpus_test"]["ll"]), np.array(sm["corpus_test"]["words"])
+    assert np.exp(-ll.sum() / words.sum()) == pytest.approx(res["corpus_test", "word_perplexity"], rel=1e-9)
+    s = read_samples(write_samples([out], tmp_path / "samples.csv"))
+    assert len(s) == 13 and s.ll.notna().sum() == 3 and (s.label[s.acc.notna()] != "").all()
+    with pytest.raises(ValueError, match="two results for the same grid point, task and document"):
+        load_samples([out, out])
 
 
 def test_report_tables_carry_the_table_values():
@@ -395,9 +478,9 @@ def test_report_tables_carry_the_table_values():
     from shadowllm.ablations.report import report_markdown
 
     rows = []
-    pts = [Point("dense"), Point("static", "plainact", "0+5", 0, "global", "both", "none", 0.5),
-           Point("static", "l2_norm", "0+5", 0, "global", "both", "none", 0.5),
-           Point("predicted", "plainact", "0+5", 0, "global", "both", "prompt", 0.5)]
+    pts = [Point("dense"), Point("static", "plainact", "raw", "0+5", 0, 0, "global", "both", "none", 0.5),
+           Point("static", "l2_norm", "raw", "0+5", 0, 0, "global", "both", "none", 0.5),
+           Point("predicted", "plainact", "raw", "0+5", 0, 0, "global", "both", "prompt", 0.5)]
     for i, p in enumerate(pts):
         ax = p.axes("m")
         if p.protocol != "prompt":
@@ -425,7 +508,8 @@ def test_ablation_bench_times_every_protocol_against_dense(saved_tiny, task_dir,
     path, _ = saved_tiny
     ad = get_adapter(load_model(str(path))[0])
     pred = tmp_path / "p.safetensors"
-    _pred(ad).save(pred, meta={"model": "m", "criterion": "plainact", "design": "shadowllm", "placement": 0})
+    _pred(ad).save(pred, meta={"model": "m", "criterion": "plainact", "design": "shadowllm", "placement": 0,
+                               "normalize": "raw", "seed": 0})
     out = tmp_path / "bench.csv"
     rc = main(["ablation-bench", "--model", str(path), "--model-name", "m", "--source", "predicted", "--criterion",
                "plainact", "--style", "global", "--units", "both", "--protocol", "sequence", "--sparsity", "0.5",

@@ -45,6 +45,13 @@ CASES = [
     (lambda c: c["predictors"].update(neurons={"epochs": 0}), ["config['predictors']['neurons']['epochs'] = 0"]),
     (lambda c: c["importance"].update(dtype="bfloat16"), ["config['importance']['dtype'] = 'bfloat16'",
                                                          "grasp_hvp: exact"]),
+    (lambda c: c.update(report={"normalize": "layer", "latency_tables": []}) or
+     [g.pop("normalize", None) for g in c["ablations"]["grids"].values()],
+     ["config['report']['normalize'] = 'layer': the ablation grid runs no point in it", "expected one of ['raw']"]),
+    (lambda c: c.update(report={"units": "neurons", "latency_tables": []}),
+     ["config['report']['units'] = 'neurons': the ablation grid prunes no such units", "['both', 'heads']"]),
+    (lambda c: c.update(report={"latency_tables": ["reports/no_such.csv"]}),
+     ["config['report']['latency_tables'][0] = 'reports/no_such.csv': no such file"]),
 ]
 
 

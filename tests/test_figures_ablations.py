@@ -26,9 +26,15 @@ def ppl_of(source, criterion, sparsity, units="both", shots="0+5", style="global
                  + 0.5 * len(shots) + STYLE_I[style], 6)
 
 
+def point_axes(source, criterion, shots, style, units, protocol, sparsity, normalize=None, seed=0):
+    """A real grid point's axes (check() rejects an axis value the grid would not make)."""
+    normalize = normalize or ("none" if criterion == "none" else "raw")
+    return Point(source=source, criterion=criterion, normalize=normalize, shots=shots, seed=seed, placement=0,
+                 style=style, units=units, protocol=protocol, sparsity=sparsity).check().axes("tiny")
+
+
 def rows(source, criterion, shots, style, units, protocol, sparsity, ppl=True, zs=True, tasks=TASKS):
-    # a real grid point (check() rejects an axis value the grid would not make)
-    axes = Point(source, criterion, shots, 0, style, units, protocol, sparsity).check().axes("tiny")
+    axes = point_axes(source, criterion, shots, style, units, protocol, sparsity)
     out = []
     if ppl:
         p = ppl_of(source, criterion, sparsity, units, shots, style)

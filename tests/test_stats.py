@@ -22,7 +22,8 @@ def questions(source, acc, task="qa", **kw):
     n = len(acc)
     return pd.DataFrame({**AX, "source": source, **kw, "task": task, "doc_id": np.arange(n), "ll": np.nan,
                          "words": np.nan, "bytes": np.nan, "acc": acc, "acc_norm": acc,
-                         "gold": np.arange(n) % 2, "label": np.where(np.arange(n) % 2, "Yes", "No")})
+                         "gold": np.arange(n) % 2, "label": np.where(np.arange(n) % 2, "Yes", "No"),
+                         "n_choices": 2})
 
 
 def test_ratio_estimate_is_the_ratio_of_perplexities_and_what_both_share_cancels():
@@ -101,6 +102,8 @@ def test_majority_baseline_counts_the_most_frequent_gold_answer():
     assert stats.majority_baseline(s, "qa") == (pytest.approx(6 / 8), 8)
     ok, acc, base, se2 = stats.above_majority(s, "qa")
     assert acc == pytest.approx(6 / 8) and not ok
+    s["label"] = [f"answer {i}" for i in range(8)]            # no answer repeats: guessing among 2 is the floor
+    assert stats.majority_baseline(s, "qa") == (pytest.approx(0.5), 8)
 
 
 def test_rank_agreement_against_every_ordering():

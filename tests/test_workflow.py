@@ -249,6 +249,8 @@ def test_check_config_works_from_a_wheel(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     cfg = tmp_path / "c.yaml"
     shutil.copy(REPO / "config" / "config.yaml", cfg)
+    (tmp_path / "reports").mkdir()                # the latency table the claims read beside (a checkout's file)
+    shutil.copy(REPO / "reports" / "latency_gpu_h200.csv", tmp_path / "reports")
     env = dict(os.environ, PYTHONPATH=str(site))
     code = ("import shadowllm, sys; from shadowllm.cli import main; "
             "assert shadowllm.__file__.startswith(sys.argv[1]), shadowllm.__file__; "

@@ -201,6 +201,12 @@ def _ablation_errors(cfg: dict) -> list[str]:
                             f"{pr['criteria']}")
             elif "oracle" in g["source"] and imp is not None and c not in imp["criteria"] and pr is None:
                 msgs.append(f"{where}: criterion {c!r} is not traced; expected one of {imp['criteria']}")
+        if g.get("seeds") and not set(g["source"]) & {"predicted", "dejavu", "random"}:
+            msgs.append(f"{where}: seeds {g['seeds']} apply to predicted, dejavu and random only; got sources "
+                        f"{g['source']}")
+        if g.get("normalize") and not set(g["source"]) - {"random"}:
+            msgs.append(f"{where}: normalize {g['normalize']} applies to sources that rank by a criterion; got "
+                        f"sources {g['source']}")
         for shots in g["shots"] or []:
             if g["source"] != ["static"]:
                 msgs.append(f"{where}: shots {shots} refit the static table only; expected source [static], "
@@ -236,7 +242,25 @@ def _latency_errors(cfg: dict) -> list[str]:
 def semantic_errors(cfg: dict, root: Path = Path(".")) -> list[str]:
     """Checks on a schema-valid configuration with its defaults filled."""
     return (_task_errors(cfg) + _model_errors(cfg, root) + _predictor_errors(cfg) + _ablation_errors(cfg)
-            + _latency_errors(cfg))
+            + _latency_errors(cfg) + _report_errors(cfg, root))
+
+
+def _report_errors(cfg: dict, root: Path) -> list[str]:
+    """The claims must ask for a normalisation and units the ablation grid runs, and read latency tables that exist."""
+    rep, ab = cfg["report"], cfg.get("ablations")
+    out = [f"config['report']['latency_tables'][{i}] = {p!r}: no such file (expected a latency table, e.g. "
+           "reports/latency_gpu_h200.csv)" for i, p in enumerate(rep["latency_tables"]) if not (root / p).is_file()]
+    if not ab:
+        return out
+    norms = {n for g in ab["grids"].values() for n in (g.get("normalize") or ab["normalize"])}
+    if rep["normalize"] not in norms:
+        out.append(f"config['report']['normalize'] = {rep['normalize']!r}: the ablation grid runs no point in it; "
+                   f"expected one of {sorted(norms)}")
+    units = {u for g in ab["grids"].values() for u in g["units"]}
+    if rep["units"] is not None and rep["units"] not in units:
+        out.append(f"config['report']['units'] = {rep['units']!r}: the ablation grid prunes no such units; expected "
+                   f"one of {sorted(units)}")
+    return out
 
 
 def validate(cfg: dict, root: Path = Path(".")) -> dict:

@@ -3,19 +3,18 @@ rule fewshot_static:
     input:
         fewshot_traces,
     output:
-        f"{R}/predictors/{{model}}/fewshot/shots={{shots}}/criterion={{criterion}}/placement={{placement}}/predictor.safetensors",
+        f"{R}/predictors/{{model}}/fewshot/shots={{shots}}/criterion={{criterion}}/placement={{placement}}/normalize={{normalize}}/predictor.safetensors",
     params:
         traces=lambda wc, input: sorted({os.path.dirname(f) for f in input}),
         out=lambda wc, output: os.path.dirname(output[0]),
         flags=pred_flags() if PR else "",
-        normalize=PR["normalize"] if PR else "",
         seed=SEED,
     conda:
         CONDA_ENV
     log:
-        f"{L}/predictors/{{model}}/fewshot/shots={{shots}}/criterion={{criterion}}/placement={{placement}}.log",
+        f"{L}/predictors/{{model}}/fewshot/shots={{shots}}/criterion={{criterion}}/placement={{placement}}/normalize={{normalize}}.log",
     benchmark:
-        f"{B}/predictors/{{model}}/fewshot/shots={{shots}}/criterion={{criterion}}/placement={{placement}}.tsv"
+        f"{B}/predictors/{{model}}/fewshot/shots={{shots}}/criterion={{criterion}}/placement={{placement}}/normalize={{normalize}}.tsv"
     threads: pred_threads()
     resources:
         mem_mb=mem_mb_for(1000, 4000),
@@ -23,12 +22,13 @@ rule fewshot_static:
         gpu=0,
     shell:
         "shadowllm train-predictor --traces {params.traces} --criterion {wildcards.criterion} --design static "
-        "--position context --placement {wildcards.placement} --normalize {params.normalize} {params.flags} "
-        "--seed {params.seed} --threads {threads} --out-dir {params.out} > {log} 2>&1"
+        "--position context --placement {wildcards.placement} --normalize {wildcards.normalize} {params.flags} "
+        "--seed {params.seed} --held-out-seed {params.seed} --threads {threads} --out-dir {params.out} > {log} 2>&1"
 
 
 rule ablate:
-    """One ablation grid point: its masks (source, criterion, style, units, protocol, sparsity) through lm-eval."""
+    """One ablation grid point: its masks (source, criterion, normalisation, shots, seed, style, units, protocol,
+    sparsity) through lm-eval."""
     input:
         model=model_input,
         tasks=TASK_DIR,
@@ -58,7 +58,8 @@ rule ablate:
         gpu=model_gpus,
     shell:
         "{params.offline} shadowllm ablate {params.flags} --threads {threads} --model-name {wildcards.model} "
-        "--source {wildcards.source} --criterion {wildcards.criterion} --shots {wildcards.shots} "
+        "--source {wildcards.source} --criterion {wildcards.criterion} --normalize {wildcards.normalize} "
+        "--shots {wildcards.shots} --point-seed {wildcards.seed} "
         "--placement {wildcards.placement} --style {wildcards.style} --units {wildcards.units} "
         "--protocol {wildcards.protocol} --sparsity {wildcards.sparsity} {params.predictor} {params.hybrid} "
         "{params.tasks} --include {input.tasks} {params.limits} --batch-size {params.batch_size} "
@@ -70,7 +71,8 @@ rule ablation_table:
     input:
         ab_jsons,
     output:
-        f"{R}/tables/{{model}}/ablations.csv",
+        table=f"{R}/tables/{{model}}/ablations.csv",
+        samples=f"{R}/tables/{{model}}/samples.csv",
     conda:
         CONDA_ENV
     log:
@@ -82,14 +84,16 @@ rule ablation_table:
         runtime=5,
         gpu=0,
     shell:
-        "shadowllm ablation-table --out {output} {input} > {log} 2>&1"
+        "shadowllm ablation-table --out {output.table} --samples {output.samples} {input} > {log} 2>&1"
 
 
 rule figure_ablations:
     """Perplexity and accuracy against sparsity per criterion, style, shots, source and protocol (paper Figs.
-    3, 6-10), drawn from the ablation table alone."""
+    3, 6-9), and ShadowLLM - DejaVu accuracy per task (Fig. 10), drawn from the ablation table, with 95 % bootstrap
+    intervals and the majority-class baseline from the per-document table."""
     input:
-        f"{R}/tables/{{model}}/ablations.csv",
+        table=f"{R}/tables/{{model}}/ablations.csv",
+        samples=f"{R}/tables/{{model}}/samples.csv",
     output:
         report(expand(f"{R}/figures/{{{{model}}}}/{{fig}}.{{ext}}", fig=AB_FIGURES, ext=FIG_FORMATS),
                caption="../report/ablations.rst", category="Ablations"),
@@ -103,12 +107,12 @@ rule figure_ablations:
     benchmark:
         f"{B}/figures/{{model}}/ablations.tsv"
     resources:
-        mem_mb=1500,
-        runtime=5,
+        mem_mb=4000,
+        runtime=30,
         gpu=0,
     shell:
-        "shadowllm plot-ablations --table {input} --title {wildcards.model} --dpi {params.dpi} "
-        "--outdir {params.outdir} > {log} 2>&1"
+        "shadowllm plot-ablations --table {input.table} --samples {input.samples} --title {wildcards.model} "
+        "--dpi {params.dpi} --outdir {params.outdir} > {log} 2>&1"
 
 
 rule report_ablations:
@@ -141,6 +145,7 @@ rule report_claims:
     params:
         tables=lambda wc, input: " ".join(f"--{k} {v}" for k, v in input.items()),
         questions=claims_questions(),
+        flags=claims_flags(),
     conda:
         CONDA_ENV
     log:
@@ -153,4 +158,4 @@ rule report_claims:
         gpu=0,
     shell:
         "shadowllm report --model-name {wildcards.model} {params.tables} --questions {params.questions} "
-        "--out {output} > {log} 2>&1"
+        "{params.flags} --out {output} > {log} 2>&1"

@@ -62,6 +62,7 @@ wildcard_constraints:
     position="[a-z]+",
     normalize="[a-z_]+",
     shots=r"[0-9+]+|none",
+    seed=r"\d+",
 
 
 # ---- models ------------------------------------------------------------------------------------------
@@ -312,6 +313,7 @@ def final_outputs():
             out += _figs(f"{R}/figures/{m}", f"figures/{m}", ["accuracy_vs_latency"])
         out += _figs(f"{R}/figures/{m}", f"figures/{m}", AB_FIGURES)
         out += [(f"{R}/tables/{m}/ablations.csv", f"reports/{m}/ablations.csv"),
+                (f"{R}/tables/{m}/samples.csv", f"reports/{m}/samples.csv"),
                 (f"{R}/reports/{m}/ablations.md", f"reports/{m}/ablations.md")]
     if LAT:
         out += _figs(f"{R}/figures", "figures", LAT_FIGURES)
@@ -363,12 +365,20 @@ def all_outputs():
 # ---- predictors ----------------------------------------------------------------------------------
 
 PR = config.get("predictors")
-PRED_POINT = "criterion={criterion}/design={design}/position={position}/placement={placement}/normalize={normalize}"
+PRED_POINT = ("criterion={criterion}/design={design}/position={position}/placement={placement}/normalize={normalize}/"
+              "seed={seed}")
 
 
 def pred_points():
     """Every predictor grid point: criteria x designs x positions at the placement, the first criterion's extra
-    positions and designs, plus the placement sweep."""
+    positions and designs, plus the placement sweep; each in predictors.normalize, at every seed of
+    predictors.seeds. (The ablation grid asks for the predictors of its own normalisations and seeds as well.)"""
+    if not PR:
+        return []
+    return [dict(p, seed=s) for p in _pred_points_one_seed() for s in PR["seeds"]]
+
+
+def _pred_points_one_seed():
     if not PR:
         return []
     pts = [dict(criterion=c, design=d, position=p, placement=PR["placement"], normalize=PR["normalize"])
@@ -437,9 +447,11 @@ def ab_predictor(wildcards):
         return []
     if p.design == "static" and p.shots != pooled_shots(config):
         return [f"{R}/predictors/{wildcards.model}/fewshot/shots={p.shots}/criterion={p.criterion}/"
-                f"placement={p.placement}/predictor.safetensors"]
+                f"placement={p.placement}/normalize={p.normalize}/predictor.safetensors"]
+    # a static table is the mean of the training targets: it does not depend on the seed (the first one's is read)
+    seed = p.seed if p.design != "static" else PR["seeds"][0]
     pt = PRED_POINT.format(criterion=p.criterion, design=p.design, position=AB_DESIGN_POSITION,
-                           placement=p.placement, normalize=PR["normalize"])
+                           placement=p.placement, normalize=p.normalize, seed=seed)
     return [f"{R}/predictors/{wildcards.model}/{pt}/predictor.safetensors"]
 
 
@@ -474,7 +486,7 @@ def fewshot_traces(wildcards):
 def claims_inputs(wildcards):
     """The tables a model's claims are judged on: whichever stages this configuration runs."""
     m = wildcards.model
-    ins = {"ablations": f"{R}/tables/{m}/ablations.csv"}
+    ins = {"ablations": f"{R}/tables/{m}/ablations.csv", "samples": f"{R}/tables/{m}/samples.csv"}
     if config.get("predictors"):
         ins["predictors"] = f"{R}/tables/{m}/predictors.csv"
     if LAT:
@@ -482,7 +494,15 @@ def claims_inputs(wildcards):
         ins["flops"] = f"{R}/latency/predictor_flops.csv"
     if IMP and IMP["tasks"]:
         ins["dependence"] = f"{R}/importance/{m}/input_dependence.csv"
+    if config["report"]["latency_tables"]:
+        ins["extra-latency"] = config["report"]["latency_tables"]
     return ins
+
+
+def claims_flags():
+    """How the claims read the tables: the normalisation and units first, from config['report']."""
+    rep = config["report"]
+    return f"--normalize {rep['normalize']}" + (f" --units {rep['units']}" if rep["units"] else "")
 
 
 def claims_questions():

@@ -101,8 +101,8 @@ rule figure_predictors:
 
 
 rule figure_tradeoff:
-    """Mean zero-shot accuracy against decode latency per method, coloured by sparsity (paper Fig. 1): the ablation
-    table's accuracy beside the latency table's ms/token of the decoder mode that implements each mask source."""
+    """Mean zero-shot accuracy against decode latency, one curve per method over its sparsities (paper Fig. 1): the
+    ablation table's accuracy beside the latency table's ms/token of the decoder mode that implements each source."""
     input:
         ablations=f"{R}/tables/{{model}}/ablations.csv",
         latency=f"{R}/latency/latency.csv",

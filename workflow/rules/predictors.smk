@@ -1,5 +1,6 @@
 rule train_predictor:
-    """One predictor grid point: train on the pooled traces of a model, score the held-out examples."""
+    """One predictor grid point: train on the pooled traces of a model, score the held-out examples (split by the
+    config's seed, the same for every training seed)."""
     input:
         pred_trace_files,
     output:
@@ -25,7 +26,8 @@ rule train_predictor:
     shell:
         "shadowllm train-predictor --traces {params.traces} --criterion {wildcards.criterion} "
         "--design {wildcards.design} --position {wildcards.position} --placement {wildcards.placement} "
-        "--normalize {wildcards.normalize} {params.flags} --seed {params.seed} --threads {threads} "
+        "--normalize {wildcards.normalize} {params.flags} --seed {wildcards.seed} --held-out-seed {params.seed} "
+        "--threads {threads} "
         "--out-dir {params.out} > {log} 2>&1"
 
 

@@ -6,12 +6,16 @@ import time
 
 from .. import io, provenance
 from ..cli import add_model_args, args_config
+from ..predictors.normalize import NORMALIZE
 from .grid import PROTOCOLS, SOURCES, Point
 
 
 def _point(args) -> Point:
-    p = Point(args.source, args.criterion, args.shots, args.placement, args.style, args.units, args.protocol,
-              args.sparsity)
+    spec = SOURCES.get(args.source)
+    norm = args.normalize or ("raw" if spec and spec.criterion else "none")   # default: raw where a criterion ranks
+    p = Point(args.source, args.criterion, normalize=norm, shots=args.shots, seed=args.point_seed,
+              placement=args.placement, style=args.style, units=args.units, protocol=args.protocol,
+              sparsity=args.sparsity)
     p.check()
     if SOURCES[p.source].design != "none" and not args.predictor:
         raise ValueError(f"source {p.source!r} reads a {p.design!r} predictor file: give --predictor")
@@ -21,7 +25,7 @@ def _point(args) -> Point:
 def _settings(args, p: Point):
     from .sources import Settings
 
-    return Settings(point=p, model=args.model_name, predictor=args.predictor, seed=args.seed,
+    return Settings(point=p, model=args.model_name, predictor=args.predictor, seed=p.seed,
                     min_heads=args.min_heads, min_neurons=args.min_neurons)
 
 
@@ -39,8 +43,10 @@ def _check_files(args, p: Point) -> None:
     check_meta(read_meta(args.predictor), _settings(args, p), args.predictor)
 
 
-def evaluate_point(model, tok, args, p: Point, tasks: list[str], ppl_task: str | None = None) -> tuple[dict, float]:
-    """{task: {metric: value}} of one point (perplexity with --ppl-limit, zero-shot with --limit), seconds."""
+def evaluate_point(model, tok, args, p: Point, tasks: list[str], ppl_task: str | None = None,
+                   samples: dict | None = None) -> tuple[dict, float]:
+    """{task: {metric: value}} of one point (perplexity with --ppl-limit, zero-shot with --limit), seconds;
+    `samples`, when given, is filled with each task's per-document results (harness.per_sample)."""
     from ..adapter import get_adapter
     from ..evaluate import harness
     from .lm import make_masked_lm
@@ -52,7 +58,8 @@ def evaluate_point(model, tok, args, p: Point, tasks: list[str], ppl_task: str |
     res = {}
     for names, limit in (([ppl_task] if ppl_task else [], args.ppl_limit), (tasks, args.limit)):
         if names:
-            res.update(harness.run(lm, names, include_path=args.include, limit=limit, seed=args.seed))
+            res.update(harness.run(lm, names, include_path=args.include, limit=limit, seed=args.seed,
+                                   samples=samples))
     return res, time.time() - t0
 
 
@@ -82,8 +89,10 @@ def cmd_ablate(args):
     tasks = _tasks(args)
     _check_files(args, p)
     model, tok = load(args)
-    res, seconds = evaluate_point(model, tok, args, p, tasks, args.ppl_task)
-    out = {"point": p.axes(args.model_name), "results": res, "seconds": seconds, "predictor": args.predictor}
+    samples: dict = {}
+    res, seconds = evaluate_point(model, tok, args, p, tasks, args.ppl_task, samples)
+    out = {"point": p.axes(args.model_name), "results": res, "seconds": seconds, "predictor": args.predictor,
+           "samples": samples}
     io.write_json(args.out, out)
     provenance.write_meta(args.out, config=args_config(args), seed=args.seed, device=str(model.device),
                           inputs=([args.predictor] if args.predictor else []) + provenance.model_files(
@@ -97,6 +106,11 @@ def cmd_ablation_table(args):
 
     df = write_table(args.inputs, args.out)
     print(f"{len(df)} rows from {len(args.inputs)} grid points -> {args.out}")
+    if args.samples:
+        from .tables import write_samples
+
+        s = write_samples(args.inputs, args.samples)
+        print(f"{len(s)} per-document rows -> {args.samples}")
 
 
 def cmd_report_ablations(args):
@@ -112,7 +126,15 @@ def add_point_args(p) -> None:
     g = p.add_argument_group("grid point")
     g.add_argument("--source", required=True, help=f"mask source: {', '.join(SOURCES)}")
     g.add_argument("--criterion", default="none")
+    g.add_argument("--normalize", default=None, choices=[*NORMALIZE, "none"],
+                   help="the space the criterion's scores are ranked in: raw, layer or example (the predictor or "
+                        "static table must have been fitted in it; the oracle maps its scores into it); default raw "
+                        "for sources with a criterion, none for dense and random")
     g.add_argument("--shots", default="none", help="the shots of the traces the predictor or table was fitted on")
+    g.add_argument("--point-seed", type=int, default=0,
+                   help="the point's seed axis: the predictor's training seed (predicted, dejavu; checked against "
+                        "its file) or the random scores' seed (random); 0 for the other sources. Not --seed, which "
+                        "seeds lm-eval")
     g.add_argument("--placement", type=int, default=0)
     g.add_argument("--style", default="none", help="local, global or hybrid")
     g.add_argument("--units", default="none", help="heads, neurons or both")
@@ -146,6 +168,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("ablation-table", help="ablate outputs -> one tidy CSV (one column per grid axis)")
     p.add_argument("--out", required=True)
+    p.add_argument("--samples", default=None, help="also write the per-document results (for the intervals) here")
     p.add_argument("inputs", nargs="+")
     p.set_defaults(func=cmd_ablation_table)
 

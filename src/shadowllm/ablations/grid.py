@@ -3,9 +3,11 @@ named sub-grids into points (shared by the workflow, the CLI and the figures).""
 from __future__ import annotations
 
 import itertools
+import numbers
 from dataclasses import asdict, dataclass
 
 from ..masks import PRUNE_STYLES, UNITS
+from ..predictors.normalize import NORMALIZE
 
 # What a mask may see. sequence: the last input token of the scored sequence (context + candidate as lm-eval
 # feeds it; for perplexity the whole window), the authors' accuracy setting. prompt: the last context token, one
@@ -20,35 +22,44 @@ class SourceSpec:
     design: str              # the predictor design whose file it reads ("none": reads no predictor file)
     protocols: tuple         # the protocols it runs under; input-independent sources have one pseudo-protocol
     styles: tuple = PRUNE_STYLES
-    criterion: bool = True   # whether it ranks by a criterion
+    criterion: bool = True   # whether it ranks by a criterion (then also in a normalisation: the normalize axis)
     doc: str = ""
+    seeded: bool = False     # whether the seed axis means something: the predictor's training seed or random's
 
 
 SOURCES = {s.name: s for s in (
     SourceSpec("dense", "none", ("none",), ("none",), False, "no mask: the unpruned model"),
-    SourceSpec("random", "none", ("none",), PRUNE_STYLES, False, "uniform random scores (seeded): the floor"),
+    SourceSpec("random", "none", ("none",), PRUNE_STYLES, False, "uniform random scores (seeded): the floor",
+               seeded=True),
     SourceSpec("static", "static", ("none",), PRUNE_STYLES, True,
                "the criterion's calibration mean: one mask for every input"),
     SourceSpec("predicted", "shadowllm", PROTOCOLS, PRUNE_STYLES, True,
-               "one predictor at the placement layer decides every later layer's mask in the same pass"),
+               "one predictor at the placement layer decides every later layer's mask in the same pass", seeded=True),
     SourceSpec("dejavu", "dejavu", PROTOCOLS, ("local",), True,
-               "per-layer predictors, each reading its own layer's input (local top-k only)"),
+               "per-layer predictors, each reading its own layer's input (local top-k only)", seeded=True),
     SourceSpec("oracle", "none", ("gold",), PRUNE_STYLES, True,
                "the criterion computed on the evaluated input with its gold answer: a ceiling"),
 )}
 
-AXES = ["model", "source", "design", "criterion", "shots", "placement", "style", "units", "protocol", "sparsity"]
+AXES = ["model", "source", "design", "criterion", "normalize", "shots", "seed", "placement", "style", "units",
+        "protocol", "sparsity"]
 COLUMNS = AXES + ["task", "metric", "value"]
 # the wildcards of a point's path (design follows from the source)
-PATH = ("source={source}/criterion={criterion}/shots={shots}/placement={placement}/style={style}/units={units}/"
-        "protocol={protocol}/sparsity={sparsity}")
+PATH = ("source={source}/criterion={criterion}/normalize={normalize}/shots={shots}/seed={seed}/placement={placement}/"
+        "style={style}/units={units}/protocol={protocol}/sparsity={sparsity}")
 
 
 @dataclass(frozen=True)
 class Point:
+    """One grid point. normalize: the space the criterion's scores are ranked in (predictors.normalize: raw,
+    layer, example): the static table's, the predictor's training targets', the oracle's scores before top-k;
+    'none' for sources without a criterion (dense, random). seed: the predictor's training seed (predicted,
+    dejavu), the random scores' seed (random); 0 for the others (a static table does not depend on it)."""
     source: str
     criterion: str = "none"
+    normalize: str = "none"
     shots: str = "none"      # the traces' shots a static table or predictor was fitted on, e.g. "0+5"
+    seed: int = 0
     placement: int = 0
     style: str = "none"
     units: str = "none"
@@ -85,13 +96,23 @@ class Point:
             raise ValueError(f"source {self.source!r} " + ("ranks by a criterion; got criterion 'none'"
                                                           if spec.criterion else
                                                           f"takes no criterion; got {self.criterion!r}"))
+        if spec.criterion and self.normalize not in NORMALIZE:
+            raise ValueError(f"normalize {self.normalize!r} is not one of {list(NORMALIZE)} for source {self.source!r}")
+        if not spec.criterion and self.normalize != "none":
+            raise ValueError(f"source {self.source!r} ranks no criterion: normalize must be 'none', got "
+                             f"{self.normalize!r}")
+        if not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed {self.seed!r} must be an integer >= 0")
+        if not spec.seeded and self.seed != 0:
+            raise ValueError(f"source {self.source!r} has no seed: seed must be 0, got {self.seed!r}")
         return self
 
     @classmethod
     def from_wildcards(cls, wc) -> Point:
         d = dict(wc)
-        return cls(source=d["source"], criterion=d["criterion"], shots=d["shots"], placement=int(d["placement"]),
-                   style=d["style"], units=d["units"], protocol=d["protocol"], sparsity=float(d["sparsity"]))
+        return cls(source=d["source"], criterion=d["criterion"], normalize=d["normalize"], shots=d["shots"],
+                   seed=int(d["seed"]), placement=int(d["placement"]), style=d["style"], units=d["units"],
+                   protocol=d["protocol"], sparsity=float(d["sparsity"]))
 
 
 DENSE = Point("dense")
@@ -108,28 +129,37 @@ def pooled_shots(cfg: dict) -> str:
     return shots_label(pr.get("shots") or imp.get("shots") or [0])
 
 
+def default_seed(cfg: dict) -> int:
+    """The seed of a seeded point whose sub-grid names none: the first of predictors.seeds (0 without them)."""
+    return int(((cfg.get("predictors") or {}).get("seeds") or [0])[0])
+
+
 def expand(cfg: dict) -> dict[Point, bool]:
     """A validated config (defaults filled) -> {point: with zero-shot}, the dense point first (with zero-shot).
 
     Input-independent sources collapse their protocols into one point; dejavu runs local; a head-only criterion
-    runs with units 'heads' only; a point named by two sub-grids gets zero-shot if either asks for it."""
+    runs with units 'heads' only; a point named by two sub-grids gets zero-shot if either asks for it. A sub-grid's
+    `normalize` (default ablations.normalize) applies to the sources that rank by a criterion ('none' for dense and
+    random); its `seeds` (default: the first of predictors.seeds) to predicted, dejavu and random (0 elsewhere)."""
     from ..importance.criteria import get_criteria, supports
 
     ab = cfg["ablations"]
     pr = cfg.get("predictors") or {}
     placement = pr.get("placement", 0)
     all_crits = pr.get("criteria") or (cfg.get("importance") or {}).get("criteria", [])
+    norms_default = ab.get("normalize") or ["raw"]
     out: dict[Point, bool] = {DENSE: True}
     for g in ab["grids"].values():
         crits = all_crits if "all" in g["criterion"] else g["criterion"]
-        for src, crit, style, units, proto, sp, shots in itertools.product(
-                g["source"], crits, g["style"], g["units"], g["protocol"], g["sparsity"] or ab["sparsity"],
-                g["shots"] or [None]):
+        for src, crit, norm, style, units, proto, sp, shots, seed in itertools.product(
+                g["source"], crits, g.get("normalize") or norms_default, g["style"], g["units"], g["protocol"],
+                g["sparsity"] or ab["sparsity"], g["shots"] or [None], g.get("seeds") or [default_seed(cfg)]):
             spec = SOURCES[src]
             if spec.criterion and units != "heads" and not supports(get_criteria([crit])[0], "neurons"):
                 units = "heads"
-            p = Point(src, crit if spec.criterion else "none",
+            p = Point(src, crit if spec.criterion else "none", norm if spec.criterion else "none",
                       (shots_label(shots) if shots else pooled_shots(cfg)) if spec.design != "none" else "none",
+                      int(seed) if spec.seeded else 0,
                       placement, style if style in spec.styles else spec.styles[0], units,
                       proto if proto in spec.protocols else spec.protocols[0], float(sp)).check()
             out[p] = out.get(p, False) or g["zero_shot"]

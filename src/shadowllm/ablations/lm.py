@@ -6,6 +6,12 @@ subclass replaces only `_loglikelihood_tokens` (lm-eval keeps tasks, prompts, ro
 row keeps its length, the position of its last context token and, for the oracle, its question's gold answer,
 and a mask source turns them into masks for that batch. Rows with the same input tokens and the same
 mask-deciding data are scored once (what the stock cache does for one-token answers).
+
+A row longer than the window (max_length + 1 tokens, the last one only a target) loses context from the left.
+Stock HFLM cuts each row alone, so the choices of one question keep different amounts of context; under protocol
+`prompt` (one mask per question, read at its last context token) that would hand its choices different masks,
+so there the context is cut once per question: every row with that context keeps the same last
+max_length + 1 - (its longest candidate) context tokens. Rows that fit are not cut, as before.
 """
 from __future__ import annotations
 
@@ -25,13 +31,15 @@ def _masked_lm_class():
             self.needs_gold = protocol == "gold"
             self.tasks: dict = {}                   # task name -> lm-eval task object (the oracle reads golds)
             self._golds: list | None = None         # per request of the current loglikelihood call
+            self._task_names: list | None = None    # per request of the current loglikelihood call (messages)
 
         def loglikelihood(self, requests, disable_tqdm: bool = False):
             self._golds = self.golds(requests, self.tasks) if self.needs_gold else None
+            self._task_names = [getattr(i, "task_name", None) for i in requests]
             try:
                 return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
             finally:
-                self._golds = None
+                self._golds = self._task_names = None
 
         @staticmethod
         def golds(requests, tasks: dict) -> list[str]:
@@ -56,8 +64,12 @@ def _masked_lm_class():
             row_data = []                                  # (inp, ctx_pos, gold) per unique row
             req_row = []
             golds = self._golds if self._golds is not None and len(self._golds) == len(requests) else None
+            longest = self._longest_candidates(requests, M)
             for j, (req_str, ctx, cont) in enumerate(requests):
-                toks = (ctx + cont)[-(M + 1):]
+                if self.protocol == "prompt":              # one cut per question: its choices share the context
+                    toks = ctx[-(M + 1 - longest[tuple(ctx)]):] + cont
+                else:                                      # stock HFLM: each row cut alone
+                    toks = (ctx + cont)[-(M + 1):]
                 inp = toks[:-1]
                 ctx_pos = max(len(inp) - len(cont), 0)
                 gold = None
@@ -81,6 +93,23 @@ def _masked_lm_class():
                     for j in pending.pop(i):
                         res[j] = self._answer(logp[b, :len(row_data[i][0])], requests[j])
             return res
+
+        def _longest_candidates(self, requests, M: int) -> dict[tuple, int]:
+            """Context ids -> its longest candidate (tokens); refuses a candidate that leaves no context token in
+            the window (max_length M scores at most M continuation tokens after >= 1 context token)."""
+            names = self._task_names if self._task_names is not None and len(self._task_names) == len(requests) \
+                else None
+            longest: dict[tuple, int] = {}
+            for j, (req_str, ctx, cont) in enumerate(requests):
+                if len(cont) > M:
+                    task = f"task {names[j]!r}, " if names is not None and names[j] is not None else ""
+                    what = f"context {req_str[0][:60]!r}, " if req_str is not None else ""
+                    raise ValueError(f"{task}{what}a continuation of {len(cont)} tokens (after {len(ctx)} context "
+                                     f"tokens) does not fit the model window of max_length={M} tokens: it needs "
+                                     f"at most {M} continuation tokens after at least one context token")
+                k = tuple(ctx)
+                longest[k] = max(longest.get(k, 0), len(cont))
+            return longest
 
         def _gold_pair(self, context: str, ctx_enc, golds, j: int):
             if golds is None:

@@ -4,6 +4,10 @@ A batch is right-padded token ids x [B, T] with, per row, its length, the positi
 (for the oracle) the gold sequence of its question. Input-independent sources (static, random) build one mask up
 front; predicted and dejavu run their predictors inside the pass; the oracle scores each question with the
 criterion first (a second pass with gradients: a ceiling, not a deployable method).
+
+Every source that ranks by a criterion ranks in the point's normalisation (`Point.normalize`, see
+`shadowllm.predictors.normalize`): the static table and the predictors were fitted in it (their file says so and
+is refused otherwise), the oracle maps its scores into it before the top-k.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import torch
 
 from ..adapter import Adapter
 from ..masks import Mask, StaticMask, mask_from_scores, random_scores
-from .grid import Point
+from .grid import SOURCES, Point
 
 _BUILDERS: dict[str, Callable] = {}
 
@@ -50,7 +54,7 @@ class Settings:
     point: Point
     model: str                      # the model's name in the grid
     predictor: str | None = None    # a predictor file or static table (sources that read one)
-    seed: int = 0
+    seed: int = 0                   # random's score seed (the point's seed axis)
     min_heads: int = 1              # hybrid floors per layer
     min_neurons: int = 256
     oracle_batch: int = 8
@@ -70,9 +74,13 @@ def _select(s: Settings, hs, ns) -> Mask:
 
 
 def check_meta(meta: dict, s: Settings, path) -> None:
-    """A predictor or table must be the one the point names: same model, criterion, design and placement."""
+    """A predictor or table must be the one the point names: same model, criterion, design, placement and
+    normalisation, and for a network (predicted, dejavu) the same training seed."""
     p = s.point
-    want = {"model": s.model, "criterion": p.criterion, "design": p.design, "placement": p.placement}
+    want = {"model": s.model, "criterion": p.criterion, "design": p.design, "placement": p.placement,
+            "normalize": p.normalize}
+    if SOURCES[p.source].seeded:
+        want["seed"] = p.seed
     bad = {k: (meta.get(k), v) for k, v in want.items() if str(meta.get(k)) != str(v)}
     if bad:
         raise ValueError(f"{path}: made for another grid point: " +
@@ -131,6 +139,13 @@ def _dejavu(ad, s):
     return lambda b: DejaVuMasks(pred, p.sparsity, p.units, b.position(p.protocol))
 
 
+def oracle_scores(hs: torch.Tensor, ns: torch.Tensor, p: Point) -> tuple[torch.Tensor, torch.Tensor]:
+    """The oracle's head and neuron scores [B, L, U] mapped into the point's normalisation, each kind on its own."""
+    from ..predictors.normalize import normalize_scores
+
+    return normalize_scores(hs, p.normalize, p.placement), normalize_scores(ns, p.normalize, p.placement)
+
+
 @register("oracle")
 def _oracle(ad, s):
     from ..importance.collect import Example, collect
@@ -164,6 +179,6 @@ def _oracle(ad, s):
                 cache[k] = (hs[i], ns[i])
         hs = torch.stack([cache[k][0] for k in keys])
         ns = torch.stack([cache[k][1] for k in keys])
-        return StaticMask(_select(s, hs, ns))
+        return StaticMask(_select(s, *oracle_scores(hs, ns, s.point)))
 
     return masks

@@ -18,7 +18,8 @@ def write_table(paths, out):
                  rerun="shadowllm ablate")
 
 
-STR_COLUMNS = ["model", "source", "design", "criterion", "shots", "style", "units", "protocol", "task", "metric"]
+STR_COLUMNS = ["model", "source", "design", "criterion", "normalize", "shots", "style", "units", "protocol", "task",
+               "metric"]
 
 
 def read_table(table):
@@ -28,7 +29,8 @@ def read_table(table):
     if isinstance(table, pd.DataFrame):
         return table.copy()
     df = pd.read_csv(table, dtype={c: str for c in STR_COLUMNS}, keep_default_na=False)
-    return df.astype({"placement": int, "sparsity": float}).assign(value=pd.to_numeric(df["value"], errors="coerce"))
+    df = df.astype({c: t for c, t in (("placement", int), ("sparsity", float), ("seed", int)) if c in df})
+    return df.assign(value=pd.to_numeric(df["value"], errors="coerce"))
 
 
 def mean_accuracy(df, metric: str = "acc"):
@@ -56,7 +58,7 @@ def pooled_shots(df) -> str:
     return _mode(df.loc[df.source == "static", "shots"], "none")
 
 
-SAMPLE_COLUMNS = ["task", "doc_id", "ll", "words", "bytes", "acc", "acc_norm", "gold", "label"]
+SAMPLE_COLUMNS = ["task", "doc_id", "ll", "words", "bytes", "acc", "acc_norm", "gold", "label", "n_choices"]
 
 
 def load_samples(paths):
@@ -108,5 +110,5 @@ def read_samples(path):
     if isinstance(path, pd.DataFrame):
         return path.copy()
     df = pd.read_csv(path, dtype={c: str for c in STR_COLUMNS + ["label"]}, keep_default_na=False,
-                     na_values={c: [""] for c in ("ll", "words", "bytes", "acc", "acc_norm", "gold")})
-    return df.astype({"placement": int, "sparsity": float})
+                     na_values={c: [""] for c in ("ll", "words", "bytes", "acc", "acc_norm", "gold", "n_choices")})
+    return df.astype({c: t for c, t in (("placement", int), ("sparsity", float), ("seed", int)) if c in df})

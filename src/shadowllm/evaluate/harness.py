@@ -70,7 +70,7 @@ def per_sample(rows: list[dict]) -> dict[str, list]:
 
     Rolling log-likelihood tasks: `ll` (the document's summed log-likelihood, nats), `words`, `bytes` (so a
     perplexity over any subset of documents is exp(-sum ll / sum words)). Multiple choice: `acc`, `acc_norm`,
-    `gold` (the right choice's index) and `label` (its text), for the majority-class baseline."""
+    `gold` (the right choice's index), `label` (its text) and `n_choices`, for the majority-class baseline."""
     rows = sorted(rows, key=lambda r: r["doc_id"])
     out: dict[str, list] = {"doc_id": [int(r["doc_id"]) for r in rows]}
     if rows and "word_perplexity" in rows[0]:
@@ -82,6 +82,7 @@ def per_sample(rows: list[dict]) -> dict[str, list]:
         out["acc_norm"] = [float(r["acc_norm"]) for r in rows] if "acc_norm" in rows[0] else None
         out["gold"] = [int(r["target"]) if isinstance(r["target"], int) else -1 for r in rows]
         out["label"] = [_gold_text(r) for r in rows]
+        out["n_choices"] = [len(r.get("arguments") or []) for r in rows]
     return {k: v for k, v in out.items() if v is not None}
 
 

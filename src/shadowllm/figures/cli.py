@@ -28,7 +28,8 @@ def cmd_plot_predictors(args):
 def cmd_plot_ablations(args):
     from .ablations import ablation_figures
 
-    _wrote(ablation_figures(args.table, args.outdir, title=args.title))
+    _wrote(ablation_figures(args.table, args.outdir, title=args.title, samples=args.samples,
+                            normalize=args.normalize))
 
 
 def cmd_latency_figures(args) -> int:
@@ -44,7 +45,8 @@ def cmd_latency_figures(args) -> int:
 def cmd_plot_tradeoff(args) -> int:
     from .tradeoff import accuracy_vs_latency
 
-    _wrote(accuracy_vs_latency(args.ablations, args.latency, args.out, args.title, args.latency_model))
+    _wrote(accuracy_vs_latency(args.ablations, args.latency, args.out, args.title, args.latency_model,
+                               args.normalize))
     return 0
 
 
@@ -78,6 +80,12 @@ def register(sub) -> None:
         p.add_argument(dst, required=True)
         p.add_argument("--dpi", type=int, default=0, help="resolution of raster figures (0: each figure's own)")
         p.set_defaults(func=_styled(fn))
+    p = sub.choices["plot-ablations"]
+    p.add_argument("--samples", default=None,
+                   help="the per-document table (ablation-table --samples): 95 %% intervals on every line, the "
+                        "majority-class baseline, Fig. 10's paired intervals (absent file: drawn without them)")
+    p.add_argument("--normalize", default="raw",
+                   help="the score normalisation drawn where the table has several (default raw)")
 
     p = sub.add_parser("latency-figures", help="latency vs model size / sparsity / generation length")
     p.add_argument("--csv", nargs="+", required=True)
@@ -87,10 +95,12 @@ def register(sub) -> None:
     p.add_argument("--dpi", type=int, default=0, help="resolution of raster figures (0: each figure's own)")
     p.set_defaults(func=_styled(cmd_latency_figures))
 
-    p = sub.add_parser("plot-tradeoff", help="accuracy vs decode latency per method, coloured by sparsity (Fig. 1)")
+    p = sub.add_parser("plot-tradeoff", help="accuracy vs decode latency, one curve per method over sparsity (Fig. 1)")
     p.add_argument("--ablations", required=True, help="a model's ablation table")
     p.add_argument("--latency", nargs="+", required=True, help="latency CSVs")
     p.add_argument("--latency-model", default=None, help="the benchmarked shape to read (default: the largest)")
+    p.add_argument("--normalize", default="raw",
+                   help="the score normalisation drawn where the table has several (default raw)")
     p.add_argument("--title", default="")
     p.add_argument("--dpi", type=int, default=0, help="resolution of raster figures (0: each figure's own)")
     p.add_argument("--out", required=True)

@@ -8,18 +8,20 @@ from pathlib import Path
 
 from .. import io, provenance
 
-AXES = ["model", "criterion", "design", "position", "placement", "normalize"]
+AXES = ["model", "criterion", "design", "position", "placement", "normalize", "seed"]
 EVAL_CHUNK = 256  # held-out examples predicted and scored at a time
 PAPER = {"heads": (2048, 100, 32), "neurons": (1024, 20, 16)}  # hidden, epochs, batch size (the paper's)
 
 
 def _held_out_rows(design, model, ts, test_idx, args) -> list[dict]:
-    """Metrics on the held-out examples, predicted and scored chunk by chunk."""
+    """Metrics on the held-out examples, predicted and scored chunk by chunk against the true scores normalised
+    in the space the predictor ranks in (args.normalize)."""
     import torch
 
     from .metrics import MetricAccumulator
 
-    acc = MetricAccumulator(ts.n_heads, sparsities=args.sparsities, placement=args.placement)
+    acc = MetricAccumulator(ts.n_heads, sparsities=args.sparsities, placement=args.placement,
+                            normalize=args.normalize)
     X = ts.X.take(test_idx)
     Y = {k: y.take(test_idx) for k, y in ts.Y.items()}
     for i in range(0, len(test_idx), EVAL_CHUNK):
@@ -39,7 +41,8 @@ def cmd_train_predictor(args) -> int:
     set_threads(args.threads)
     design = get_design(args.design)
     ts = load_trace_set(args.traces, args.criterion, args.position, args.placement, inputs=design.input_kind)
-    train_idx, test_idx = held_out(ts.ids, args.held_out, args.seed)
+    held_seed = args.seed if args.held_out_seed is None else args.held_out_seed
+    train_idx, test_idx = held_out(ts.ids, args.held_out, held_seed)
     per_kind = {k: {"hidden": getattr(args, f"hidden_{k}"), "epochs": getattr(args, f"epochs_{k}"),
                     "batch_size": getattr(args, f"batch_size_{k}")} for k in ("heads", "neurons")}
     t0 = time.time()
@@ -53,19 +56,20 @@ def cmd_train_predictor(args) -> int:
                                    placement=args.placement, per_kind=per_kind, lr=args.lr,
                                    weight_decay=args.weight_decay, val_fraction=args.val_fraction,
                                    patience=args.patience, seed=args.seed, normalize_targets=args.normalize,
-                                   log=log)
+                                   groups=[ts.ids[i] for i in train_idx.tolist()], log=log)
     seconds = time.time() - t0
     starts = dict(zip(ends, [t0, *list(ends.values())[:-1]]))
     kind_seconds = {k: ends[k] - starts[k] for k in ends}
     rows = _held_out_rows(design, model, ts, test_idx, args)
     point = {"model": ts.model, "criterion": args.criterion, "design": args.design, "position": args.position,
-             "placement": args.placement, "normalize": args.normalize}
+             "placement": args.placement, "normalize": args.normalize, "seed": args.seed}
     n_params = {k: sum(p.numel() for p in design.parameters(model, k)) for k in ts.Y}
     epochs = {k: sum(r["kind"] == k for r in curve) for k in ts.Y}
     # seconds per parameter x example x epoch (validation included): what `predictor-size --from-curve` scales
     cost = {k: kind_seconds[k] / (n_params[k] * len(train_idx) * epochs[k]) for k in ts.Y if n_params[k]}
     # peak memory: the job's benchmark file (max_rss) and the line printed below
-    info = {**point, "n_train": len(train_idx), "n_test": len(test_idx), "n_params": n_params,
+    info = {**point, "held_out_seed": held_seed, "n_train": len(train_idx), "n_test": len(test_idx),
+            "n_params": n_params, "target_scale": dict(getattr(model, "target_scale", {})),
             "train_seconds": seconds, "kind_seconds": kind_seconds, "epochs_run": epochs,
             "seconds_per_param_example_epoch": cost}
     out = Path(args.out_dir)
@@ -156,6 +160,7 @@ def cmd_predictor_size(args) -> int:
 def register(sub) -> None:
     from ..cli import add_model_args
     from .designs import DESIGNS
+    from .normalize import NORMALIZE
 
     p = sub.add_parser("train-predictor", help="train one predictor on importance traces; metrics on held-out "
                                                "examples (rho, tau, top-k recall)")
@@ -169,15 +174,21 @@ def register(sub) -> None:
         p.add_argument(f"--hidden-{kind}", type=int, default=hid, help=f"hidden width of the {kind} network")
         p.add_argument(f"--epochs-{kind}", type=int, default=ep, help=f"most epochs for the {kind} network")
         p.add_argument(f"--batch-size-{kind}", type=int, default=bs)
-    p.add_argument("--normalize", default="per_layer", choices=["per_layer", "global"],
-                   help="targets min-max per (example, layer) (the paper's b1eL) or per example (b1e)")
+    p.add_argument("--normalize", default="raw", choices=list(NORMALIZE),
+                   help="the space targets (and the held-out truth) are normalised into: raw (the criterion's own "
+                        "scores, the paper's), layer (min-max per example and layer, the paper's b1eL) or example "
+                        "(per-example rank over every unit of a kind after the placement, onto [0, 1])")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--val-fraction", type=float, default=0.1, help="of the training examples, for early stopping")
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--held-out", type=float, default=0.2, help="fraction of examples held out for the metrics")
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.3, 0.5, 0.7])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="the predictor's training seed (validation split, initialisation, shuffling): its grid axis")
+    p.add_argument("--held-out-seed", type=int, default=None,
+                   help="seed of the held-out split by example id (default: --seed); the workflow fixes it to the "
+                        "config's seed so that every predictor seed is scored on the same examples")
     add_model_args(p, model=False, gguf=False)
     p.add_argument("--out-dir", required=True, help="predictor.safetensors, curve.json, metrics.csv")
     p.set_defaults(func=cmd_train_predictor)

@@ -1,13 +1,19 @@
 """How well predicted scores rank units: per-example Spearman rho, Kendall tau-b and top-k recall.
 
 Every metric is computed per example and averaged over examples, separately for heads and neurons, over the
-whole model (all layers > placement flattened per example) and per layer. Only the ranking matters, so scores
-need no normalisation. Spearman is computed here (average-tie ranks in torch); Kendall tau-b uses scipy.
+whole model (all layers > placement flattened per example) and per layer. Only the ranking matters, so the
+predictions need no normalisation; the TRUE scores are first mapped into the space the predictor ranks in
+(`normalize`: raw, layer or example, `normalize.normalize_scores`, each kind on its own), so that a predictor
+trained on per-layer targets is scored against per-layer truth. Per-layer scopes and recall (a local top-k) are
+the same in every space, and `example` (a rank) keeps raw's order; the model scope's Spearman and Kendall differ
+under `layer`. Spearman is computed here (average-tie ranks in torch); Kendall tau-b uses scipy.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from .normalize import avg_ranks, check_mode, normalize_scores
 
 METRICS = ("spearman", "kendall", "recall")
 
@@ -17,21 +23,6 @@ def static_scores(y_train: torch.Tensor) -> torch.Tensor:
     if y_train.dim() != 3 or y_train.shape[0] == 0:
         raise ValueError(f"training targets must be [N >= 1, L, U], got shape {tuple(y_train.shape)}")
     return y_train.double().mean(0).float()
-
-
-def avg_ranks(a: torch.Tensor) -> torch.Tensor:
-    """Ranks 1..M along the last dim of [N, M], ties sharing their average rank (scipy's 'average')."""
-    a = a.double()
-    N, M = a.shape
-    sv, order = a.sort(dim=-1, stable=True)                                        # [N, M]
-    new = torch.ones(N, M, dtype=torch.bool)
-    new[:, 1:] = sv[:, 1:] != sv[:, :-1]
-    gid = new.view(-1).cumsum(0) - 1                                             # [N*M] tie-group id
-    count = torch.bincount(gid).double()                                         # [groups]
-    pos = torch.arange(M, dtype=torch.float64).repeat(N)                         # [N*M] sorted position
-    first = torch.zeros_like(count).scatter_reduce_(0, gid, pos, "amin", include_self=False)
-    r_sorted = (first + (count - 1) / 2 + 1)[gid].view(N, M)
-    return torch.empty_like(r_sorted).scatter_(-1, order, r_sorted)
 
 
 def spearman(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
@@ -101,11 +92,15 @@ class MetricAccumulator:
     """Metrics over examples added chunk by chunk (so a big model's held-out set need not fit in memory);
     `rows()` gives the same rows as `evaluate_predictions` on all chunks at once."""
 
-    def __init__(self, H: int, sparsities=(0.5,), placement: int = 0, metrics=METRICS):
+    def __init__(self, H: int, sparsities=(0.5,), placement: int = 0, metrics=METRICS, normalize: str | None = None):
+        """normalize: the space the true scores are mapped into before scoring (None: as given)."""
         bad = [m for m in metrics if m not in METRICS]
         if bad:
             raise ValueError(f"metrics {bad} are not among {METRICS}")
         self.H, self.sparsities, self.placement, self.metrics = H, tuple(sparsities), placement, metrics
+        # raw and example keep the order within an example, so every (rank-based) metric is that of the scores as
+        # given; only layer (a map per layer) changes the model scope
+        self.normalize = None if normalize in (None, "raw") or check_mode(normalize) == "example" else normalize
         self.values: dict[tuple, list[torch.Tensor]] = {}
         self.n = 0
 
@@ -131,9 +126,10 @@ class MetricAccumulator:
                 raise ValueError(f"{name} contains NaN or inf (first at example {self.n + i})")
         first = placement + 1
         for unit, sl in (("heads", slice(0, H)), ("neurons", slice(H, U))):
-            pu, tu = p[:, first:, sl].double(), t[:, first:, sl].double()          # [N, L', U_kind]
-            if pu.shape[-1] == 0:
+            if sl.stop == sl.start:
                 continue
+            tk = t[..., sl] if self.normalize is None else normalize_scores(t[..., sl], self.normalize, placement)
+            pu, tu = p[:, first:, sl].double(), tk[:, first:].double()                # [N, L', U_kind]
             got = _values(unit, "model", -1, pu, tu, self.sparsities, self.metrics)
             for l in range(first, L):
                 i = l - first
@@ -157,12 +153,13 @@ class MetricAccumulator:
 
 
 def evaluate_predictions(pred_scores: torch.Tensor, true_scores: torch.Tensor, H: int, sparsities=(0.5,),
-                         placement: int = 0, metrics=METRICS) -> list[dict]:
+                         placement: int = 0, metrics=METRICS, normalize: str | None = None) -> list[dict]:
     """Rows {unit, scope ('model'|'layer'), layer (-1 for model), metric, sparsity (recall only), value}.
 
-    pred_scores, true_scores: [N, L, U], U = H + F (heads first). Layers 0..placement are not scored.
+    pred_scores, true_scores: [N, L, U], U = H + F (heads first). Layers 0..placement are not scored. normalize:
+    the space the predictions rank in (raw, layer, example); the true scores are mapped into it first.
     """
-    acc = MetricAccumulator(H, sparsities, placement, metrics)
+    acc = MetricAccumulator(H, sparsities, placement, metrics, normalize)
     acc.add(pred_scores, true_scores)
     return acc.rows()
 

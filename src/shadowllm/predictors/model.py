@@ -9,6 +9,8 @@ dejavu:    one pair of Linear - ReLU - Linear(p, U_kind) per layer l > placement
 fullseq:   the paper's full-sequence design: the placement layer's predictor input at EVERY token [B, T, d_in],
            min-max normalised per token, one single-head self-attention layer (padding masked), mean over the
            real tokens, then the shadowllm MLPs.
+Each kind's output is multiplied by its `target_scale` (1 unless trained on raw targets: then the constant the
+targets were divided by, so the scores are in the criterion's units; stored in the file's config).
 """
 from __future__ import annotations
 
@@ -71,7 +73,8 @@ class Predictor(nn.Module):
     """Scores [B, L, H+F] (heads first, then neurons) for a model of L layers, H heads and F neurons."""
 
     def __init__(self, design: str, d_in: int, n_layers: int, n_heads: int, n_neurons: int,
-                 hidden_heads: int = 2048, hidden_neurons: int = 1024, placement: int = 0, normalize: bool = True):
+                 hidden_heads: int = 2048, hidden_neurons: int = 1024, placement: int = 0, normalize: bool = True,
+                 target_scale: dict | None = None):
         super().__init__()
         if design not in NETWORKS:
             raise ValueError(f"predictor network {design!r} is not one of {NETWORKS}")
@@ -84,6 +87,10 @@ class Predictor(nn.Module):
         self.hidden = {"heads": hidden_heads, "neurons": hidden_neurons}
         self.units = {"heads": n_heads, "neurons": n_neurons}
         self.placement, self.normalize = placement, normalize
+        self.target_scale = {k: float((target_scale or {}).get(k, 1.0)) for k in KINDS}
+        bad = {k: v for k, v in self.target_scale.items() if not (v > 0 and v != float("inf"))}
+        if bad or set(target_scale or {}) - set(KINDS):
+            raise ValueError(f"target_scale {target_scale!r}: expected a positive finite number per kind {KINDS}")
         kinds = self.kinds
         if design == "dejavu":
             self.nets = nn.ModuleDict({str(l): nn.ModuleDict({k: _mlp(d_in, self.hidden[k], self.units[k])
@@ -114,7 +121,7 @@ class Predictor(nn.Module):
                 raise ValueError(f"dejavu predictor has no layer {layer!r} "
                                  f"(layers {self.placement + 1}..{self.L - 1})")
             h = minmax(x) if self.normalize else x
-            return torch.cat([self.nets[str(layer)][k](h) for k in kinds], -1)
+            return torch.cat([self._scaled(k, self.nets[str(layer)][k](h)) for k in kinds], -1)
         if self.design == "fullseq":
             t = minmax(x.x) if self.normalize else x.x                            # [B, T, d_in]
             hs = {k: self.pools[k](t, x.n) for k in kinds}                        # each [B, d_in]
@@ -122,12 +129,16 @@ class Predictor(nn.Module):
             h = minmax(x) if self.normalize else x
             hs = {k: h for k in kinds}
         B = len(x)
-        return torch.cat([self.nets[k](hs[k]).view(B, self.L, self.units[k]) for k in kinds], -1)
+        return torch.cat([self._scaled(k, self.nets[k](hs[k]).view(B, self.L, self.units[k])) for k in kinds], -1)
+
+    def _scaled(self, kind: str, out: torch.Tensor) -> torch.Tensor:
+        s = self.target_scale[kind]
+        return out if s == 1.0 else out * s
 
     def config(self) -> dict:
         return {"design": self.design, "d_in": self.d_in, "n_layers": self.L, "n_heads": self.H,
                 "n_neurons": self.F, "hidden_heads": self.hidden["heads"], "hidden_neurons": self.hidden["neurons"],
-                "placement": self.placement, "normalize": self.normalize}
+                "placement": self.placement, "normalize": self.normalize, "target_scale": dict(self.target_scale)}
 
     def save(self, path, meta: dict | None = None) -> None:
         """Weights (safetensors) with the network's config and `meta` (model, criterion, ...) as metadata."""

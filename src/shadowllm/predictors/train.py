@@ -1,13 +1,20 @@
-"""Train a predictor on importance traces: MSE to min-max normalised targets, AdamW with a cosine schedule,
-early stopping on a held-out split, best weights kept. Heads and neurons are trained one after the other, each
-with its own width, epochs and batch size (the paper: heads 2048 / 100 / 32, neurons 1024 / 20 / 16).
+"""Train a predictor on importance traces: MSE to normalised targets, AdamW with a cosine schedule, early
+stopping on a validation split, best weights kept. Heads and neurons are trained one after the other, each with
+its own width, epochs and batch size (the paper: heads 2048 / 100 / 32, neurons 1024 / 20 / 16).
 
-Targets stream in by batch (`Rows`), so no step holds a big model's traces in memory; they are normalised per kind
-as they arrive:
-  per_layer (the paper's "b1eL"): min-max per (example, layer) over the layer's units of that kind;
-  global    (the paper's "b1e"):  min-max per example over all units of that kind in the layers the loss counts.
-Only layers > placement count in the loss; layers 0..placement are never pruned.
-Deterministic for a seed on one machine: seeded split, shuffling and initialisation, no global RNG touched.
+Targets stream in by batch (`Rows`), so no step holds a big model's traces in memory; they are mapped per kind
+into the normalisation `normalize_targets` as they arrive (`normalize.normalize_scores`):
+  raw     (the paper's choice, the default): the criterion's own scores, divided by one positive constant per
+          kind (the mean |score| over the training split's examples and layers > placement), which the predictor
+          keeps (`Predictor.target_scale`) and multiplies back, so it predicts in the criterion's units;
+  layer   (the paper's "b1eL"): min-max per (example, layer) over the layer's units of that kind;
+  example per-example rank over all units of that kind in the layers > placement, onto [0, 1].
+Only layers > placement count in the loss; layers 0..placement are never pruned. The static design (no network)
+is the mean of the normalised targets over every training row it is given (it has no early stopping: its
+validation split is only reported).
+The validation split is by group (`groups`, e.g. the example id shared by a question's rows at different shots),
+so one question never sits on both sides. Deterministic for a seed on one machine: seeded split, shuffling and
+initialisation, no global RNG touched.
 """
 from __future__ import annotations
 
@@ -19,23 +26,11 @@ from torch import nn
 
 from .designs import Design, get_design
 from .model import KINDS, Packed
+from .normalize import NORMALIZE, normalize_scores, raw_scale
 from .rows import ArrayRows, Rows, as_rows
 
-NORMALIZE = ("per_layer", "global")
 HYPER = ("hidden", "epochs", "batch_size")
 CHUNK = 256  # examples per streamed chunk in checks and statistics
-
-
-def normalise_targets(y: torch.Tensor, mode: str, placement: int, eps: float = 1e-12) -> torch.Tensor:
-    """Min-max normalise targets [B, L, U] -> [B, L, U] in float32; layers 0..placement are left 0."""
-    y = y.float()
-    first = placement + 1
-    s = y[:, first:]                                                              # [B, L', U]
-    dims = (-1,) if mode == "per_layer" else (-2, -1)
-    lo, hi = s.amin(dims, keepdim=True), s.amax(dims, keepdim=True)
-    out = torch.zeros_like(y)
-    out[:, first:] = (s - lo) / (hi - lo).clamp_min(eps)
-    return out
 
 
 def split_targets(Y, n_heads: int | None) -> dict[str, Rows]:
@@ -75,16 +70,28 @@ def _first_bad(name: str, rows: Rows) -> None:
             raise ValueError(f"{name} contains NaN or inf (first at example {j}); expected finite values")
 
 
-def _split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded (train, validation) example indices."""
+def _split(n: int, val_fraction: float, seed: int, groups: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded (train, validation) row indices. groups (one label per row, e.g. the example id): round(val_fraction
+    x distinct groups) whole groups are validation, so rows of one group never sit on both sides; the groups are
+    ordered by name before the seeded shuffle, so the split does not depend on the order of the rows. None: every
+    row is its own group (in row order)."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction {val_fraction!r} is outside [0, 1)")
-    n_val = int(round(val_fraction * n))
-    if n_val == 0 or n_val == n:
-        raise ValueError(f"val_fraction {val_fraction} splits {n} examples into {n - n_val} train and {n_val} "
+    if groups is not None and len(groups) != n:
+        raise ValueError(f"{len(groups)} groups given for {n} rows")
+    names = sorted(set(groups)) if groups is not None else None
+    m = n if names is None else len(names)
+    n_val = int(round(val_fraction * m))
+    what = "examples" if names is None else "groups"
+    if n_val == 0 or n_val == m:
+        raise ValueError(f"val_fraction {val_fraction} splits {m} {what} into {m - n_val} train and {n_val} "
                          "validation; both must be non-empty")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[n_val:].sort().values, perm[:n_val].sort().values
+    perm = torch.randperm(m, generator=torch.Generator().manual_seed(seed))
+    if names is None:
+        return perm[n_val:].sort().values, perm[:n_val].sort().values
+    val = {names[i] for i in perm[:n_val].tolist()}
+    is_val = torch.tensor([g in val for g in groups])
+    return (~is_val).nonzero()[:, 0], is_val.nonzero()[:, 0]
 
 
 def kind_settings(hidden: int, epochs: int, batch_size: int, per_kind: dict | None) -> dict[str, dict]:
@@ -129,15 +136,21 @@ def _check(design: Design, X: Rows, Y: dict[str, Rows], placement: int, normaliz
     return d_in
 
 
-def _loss(design, model, kind, X, Y, idx, mode, placement, batch_size, device) -> float:
-    """Mean MSE over examples `idx`, in batches, without gradients."""
+def _target(Y: Rows, b, mode: str, placement: int, scale: float, device) -> torch.Tensor:
+    """Training target of rows `b` [B, L', U]: normalised, divided by `scale` (raw targets' constant, else 1)."""
+    y = normalize_scores(Y[b], mode, placement)[:, placement + 1:]
+    return (y / scale if scale != 1.0 else y).to(device)
+
+
+def _loss(design, model, kind, X, Y, idx, mode, placement, batch_size, device, scale=1.0) -> float:
+    """Mean MSE over examples `idx`, in batches, without gradients (in the scale the network is trained in)."""
     was = model.training
     model.eval()
     total = 0.0
     with torch.no_grad():
         for i in range(0, len(idx), batch_size):
             b = idx[i:i + batch_size]
-            y = normalise_targets(Y[b], mode, placement).to(device)[:, placement + 1:]
+            y = _target(Y, b, mode, placement, scale, device)
             p = design.scores(model, X[b].to(device), kind)[:, placement + 1:]
             total += nn.functional.mse_loss(p, y, reduction="sum").item() / y[0].numel()
     model.train(was)
@@ -148,13 +161,24 @@ def _mean_target(Y: Rows, idx, mode, placement) -> torch.Tensor:
     """Mean normalised target [L, U] over examples `idx`, summed chunk by chunk in float64."""
     total = None
     for i in range(0, len(idx), CHUNK):
-        s = normalise_targets(Y[idx[i:i + CHUNK]], mode, placement).double().sum(0)
+        s = normalize_scores(Y[idx[i:i + CHUNK]], mode, placement).double().sum(0)
         total = s if total is None else total + s
     return (total / len(idx)).float()
 
 
+def _raw_scale(Y: Rows, idx, placement) -> float:
+    """The positive constant raw targets are divided by: mean |target| over examples `idx`, layers > placement
+    (1 where that is 0 or not finite)."""
+    total, count = 0.0, 0
+    for i in range(0, len(idx), CHUNK):
+        t, c = raw_scale(Y[idx[i:i + CHUNK]], placement)
+        total, count = total + t, count + c
+    s = total / max(count, 1)
+    return s if math.isfinite(s) and s > 0 else 1.0
+
+
 def _fit(design, model, kind, X, Y, tr, va, hp, *, lr, weight_decay, patience, seed, mode, placement, device,
-         record) -> None:
+         record, scale=1.0) -> None:
     """Train `kind`'s part of the model; keeps its best validation weights."""
     params = design.parameters(model, kind)
     names = {id(p) for p in params}
@@ -171,7 +195,7 @@ def _fit(design, model, kind, X, Y, tr, va, hp, *, lr, weight_decay, patience, s
         order = tr[torch.randperm(len(tr), generator=gen)]
         for i in range(0, len(order), bs):
             b = order[i:i + bs]
-            y = normalise_targets(Y[b], mode, placement).to(device)[:, placement + 1:]
+            y = _target(Y, b, mode, placement, scale, device)
             p = design.scores(model, X[b].to(device), kind)[:, placement + 1:]
             loss = nn.functional.mse_loss(p, y)
             opt.zero_grad(set_to_none=True)
@@ -180,7 +204,7 @@ def _fit(design, model, kind, X, Y, tr, va, hp, *, lr, weight_decay, patience, s
             sched.step()
             total += loss.item() * len(b)
             seen += len(b)
-        val = _loss(design, model, kind, X, Y, va, mode, placement, bs, device)
+        val = _loss(design, model, kind, X, Y, va, mode, placement, bs, device, scale)
         record({"kind": kind, "epoch": epoch, "train_loss": total / seen, "val_loss": val, "lr": lr_now})
         if val < best:
             best, since = val, 0
@@ -198,8 +222,8 @@ def _fit(design, model, kind, X, Y, tr, va, hp, *, lr, weight_decay, patience, s
 def train_predictor(design: str | Design, X, Y, *, placement: int = 0, hidden: int = 1024,
                     n_heads: int | None = None, epochs: int = 50, lr: float = 1e-3, weight_decay: float = 0.01,
                     batch_size: int = 64, per_kind: dict | None = None, val_fraction: float = 0.1,
-                    patience: int = 5, seed: int = 0, normalize_targets: str = "per_layer",
-                    device: str | torch.device = "cpu",
+                    patience: int = 5, seed: int = 0, normalize_targets: str = "raw",
+                    groups: list | None = None, device: str | torch.device = "cpu",
                     log: Callable[[dict], None] | None = None) -> tuple[nn.Module, list[dict]]:
     """(model with the best validation weights, curve [{kind, epoch, train_loss, val_loss, lr}]).
 
@@ -207,7 +231,8 @@ def train_predictor(design: str | Design, X, Y, *, placement: int = 0, hidden: i
     SeqRows of per-token inputs; static: any (ignored); a tensor or `Rows`. Y: importance [N, L, U] with n_heads
     of the U units heads, the rest neurons (None: all heads), or {kind: Rows [N, L, U_kind]}. `hidden`, `epochs`
     and `batch_size` hold for both kinds unless `per_kind` ({"heads": {...}, "neurons": {...}}) overrides them.
-    `log` is called with each curve row as it is made.
+    `log` is called with each curve row as it is made. normalize_targets: raw, layer or example (module
+    docstring). groups: one label per row (e.g. the example id); the validation split keeps each group on one side.
     """
     design = get_design(design)
     X, Y = as_rows(X), split_targets(Y, n_heads)
@@ -217,7 +242,7 @@ def train_predictor(design: str | Design, X, Y, *, placement: int = 0, hidden: i
     d_in = _check(design, X, Y, placement, normalize_targets)
     N, L = len(X), Y[next(iter(Y))].shape[1]
     U = {k: (Y[k].shape[2] if k in Y else 0) for k in KINDS}
-    tr, va = _split(N, val_fraction, seed)
+    tr, va = _split(N, val_fraction, seed, groups)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -232,14 +257,18 @@ def train_predictor(design: str | Design, X, Y, *, placement: int = 0, hidden: i
 
     for kind in Y:
         bs = hps[kind]["batch_size"]
-        if not design.trainable:
-            design.calibrate(model, kind, _mean_target(Y[kind], tr, normalize_targets, placement).to(device))
+        if not design.trainable:   # every training row: no early stopping, the validation split is only reported
+            every = torch.arange(N)
+            design.calibrate(model, kind, _mean_target(Y[kind], every, normalize_targets, placement).to(device))
             record({"kind": kind, "epoch": 0,
                     "train_loss": _loss(design, model, kind, X, Y[kind], tr, normalize_targets, placement, bs, device),
                     "val_loss": _loss(design, model, kind, X, Y[kind], va, normalize_targets, placement, bs, device),
                     "lr": 0.0})
             continue
+        scale = _raw_scale(Y[kind], tr, placement) if normalize_targets == "raw" else 1.0
         _fit(design, model, kind, X, Y[kind], tr, va, hps[kind], lr=lr, weight_decay=weight_decay,
              patience=patience, seed=seed, mode=normalize_targets, placement=placement, device=device,
-             record=record)
+             record=record, scale=scale)
+        if hasattr(model, "target_scale"):  # outputs in the criterion's units from now on (1: layer, example)
+            model.target_scale[kind] = scale
     return model.eval(), curve

@@ -168,8 +168,8 @@ def _row(t: Tables, label: str, metric: str, a: dict, b: dict) -> Row | None:
 SHOWN = 5   # comparisons written out per claim; the tally counts them all
 
 
-def decide(rows: list[Row | None], missing: str, setting: str = "") -> Verdict:
-    """The first row (the paper's pairing) decides; the rest are shown beside it."""
+def decide(rows: list[Row | None], missing: str, setting: str = "", paper: str = "") -> Verdict:
+    """The first row (the paper's pairing, whose label starts with `paper`) decides; the rest are shown beside it."""
     rows = [r for r in rows if r is not None]
     if not rows:
         return Verdict(UNTESTABLE, "-", missing)
@@ -186,9 +186,11 @@ def decide(rows: list[Row | None], missing: str, setting: str = "") -> Verdict:
         marks = [r.mark() for r in others]
         tally = (f"; beside it, {marks.count(1)} of {len(others)} of our other pairings agree, "
                  f"{marks.count(-1)} disagree, {marks.count(0)} are not resolved")
-    kind = "ratio" if first.metric in stats.PPL_METRICS else "difference"
-    why = (f"decided by the first pairing: its 95 % interval of the {kind} "
-           + ("holds no difference" if verdict == UNRESOLVED else "excludes no difference") + tally)
+    kind, null = ("ratio", "1") if first.metric in stats.PPL_METRICS else ("difference", "0")
+    lead = "decided by the first pairing" if first.label.startswith(paper) else \
+        f"the paper's pairing was not run; decided by the first of ours ({first.label})"
+    why = (f"{lead}: its 95 % interval of the {kind} " + ("holds" if verdict == UNRESOLVED else "excludes")
+           + f" {null} (no difference)" + tally)
     return Verdict(verdict, ours, why)
 
 
@@ -273,14 +275,14 @@ def _sd_rows(t: Tables, metric: str, protocols: tuple) -> list[Row | None]:
        "OPT-30B 50 %: 12.13 vs 35.05")
 def _shadow_dejavu(t: Tables) -> Verdict:
     return decide(_sd_rows(t, PPL, ("sequence", "token")), "no predicted and dejavu points with perplexity",
-                  "perplexity")
+                  "perplexity", paper="paper's pair")
 
 
 @claim("shadowllm_beats_dejavu_acc", "ShadowLLM keeps more zero-shot accuracy than DejaVu-style at high sparsity",
        "OPT-13B mean accuracy (7 tasks), 50 % / 70 %: 61.19 vs 58.32, 56.97 vs 46.71")
 def _shadow_dejavu_acc(t: Tables) -> Verdict:
     return decide(_sd_rows(t, "acc", ("sequence", "prompt")), "no zero-shot predicted and dejavu points",
-                  f"mean acc over {t.questions or 'the'} questions")
+                  f"mean acc over {t.questions or 'the'} questions", paper="paper's pair")
 
 
 @claim("predicted_beats_static", "Predicted masks beat the static ranking they cost extra to run (the premise)",

@@ -168,15 +168,17 @@ def paired(samples: pd.DataFrame, metric: str, a: dict, b: dict, reps: int = REP
 
 
 def majority_baseline(samples: pd.DataFrame, task: str) -> tuple[float, int] | None:
-    """(accuracy of always giving the most frequent gold answer, questions) of one task, from the dense point's
-    questions: by answer text where the choices are shared (e.g. always "No"), else by position; the larger."""
+    """(accuracy of always giving the most frequent gold answer text, e.g. always "No", or of guessing where no
+    answer repeats: the larger; questions) of one task, on the dense point's questions. A log-likelihood scorer
+    never sees a choice's position, so position is no baseline."""
     d = _match(samples, {"source": "dense", "task": task})
     d = d[d.acc.notna()].drop_duplicates("doc_id")
     if d.empty:
         return None
-    by_label = d.label.astype(str).value_counts(normalize=True).iloc[0]
-    by_index = d.gold.astype(float).value_counts(normalize=True).iloc[0]
-    return float(max(by_label, by_index)), len(d)
+    by_label = float(d.label.astype(str).value_counts(normalize=True).iloc[0])
+    chance = float((1.0 / d.n_choices.astype(float)).mean()) if "n_choices" in d and d.n_choices.notna().all() \
+        else 0.0
+    return max(by_label, chance), len(d)
 
 
 def above_majority(samples: pd.DataFrame, task: str) -> tuple[bool, float, float, float] | None:

@@ -37,6 +37,11 @@ def _mv(t, device, dtype):
     return None if t is None else t.to(device=device or t.device, dtype=dtype or t.dtype)
 
 
+def _scales(pred) -> list[float]:
+    """A trained predictor's output scale per kind it scores (1 unless trained on raw targets)."""
+    return [getattr(pred, "target_scale", {}).get(k, 1.0) for k in pred.kinds]
+
+
 class _TwoLayer:
     """relu(x w1^T + b1) then one second layer per part; a part reads hidden units [a, b) and gives U scores per
     layer. A trained predictor's head and neuron networks become one first layer (concatenated) and two parts."""
@@ -45,14 +50,16 @@ class _TwoLayer:
         self.w1, self.b1, self.parts = w1, b1, parts                          # parts: [(a, b, w2, b2)]
 
     @classmethod
-    def from_nets(cls, nets: list) -> _TwoLayer:
-        """From nn.Sequential(Linear, ReLU, Linear) networks (heads first, then neurons)."""
+    def from_nets(cls, nets: list, scales: list | None = None) -> _TwoLayer:
+        """From nn.Sequential(Linear, ReLU, Linear) networks (heads first, then neurons); `scales` (one per
+        network: a trained predictor's target_scale) is folded into the second layers."""
         w1 = torch.cat([n[0].weight.detach() for n in nets])
         b1 = torch.cat([n[0].bias.detach() for n in nets])
         parts, a = [], 0
-        for n in nets:
+        for n, sc in zip(nets, scales or [1.0] * len(nets)):
             b = a + n[0].out_features
-            parts.append((a, b, n[2].weight.detach(), n[2].bias.detach()))
+            w2, b2 = n[2].weight.detach(), n[2].bias.detach()
+            parts.append((a, b, w2, b2) if sc == 1.0 else (a, b, w2 * sc, b2 * sc))
             a = b
         return cls(w1, b1, parts)
 
@@ -93,7 +100,7 @@ class ShadowPredictor:
             raise ValueError(f"the decoder's ShadowLLM mode needs a 'shadowllm' predictor, got {pred.design!r}")
         self = cls.__new__(cls)
         self.L, self.H, self.F, self.d = pred.L, pred.H, pred.F, pred.d_in
-        self.net = _TwoLayer.from_nets([pred.nets[k] for k in pred.kinds])
+        self.net = _TwoLayer.from_nets([pred.nets[k] for k in pred.kinds], _scales(pred))
         self.p, self.normalize = self.net.w1.shape[0], pred.normalize
         return self
 
@@ -130,7 +137,7 @@ class DejaVuPredictor:
         self.L, self.H, self.F, self.d = pred.L, pred.H, pred.F, pred.d_in
         self.nets = [None] * pred.L
         for key, nets in pred.nets.items():
-            self.nets[int(key)] = _TwoLayer.from_nets([nets[k] for k in pred.kinds])
+            self.nets[int(key)] = _TwoLayer.from_nets([nets[k] for k in pred.kinds], _scales(pred))
         self.p = sum(pred.hidden[k] for k in pred.kinds)
         self.normalize = pred.normalize
         return self
