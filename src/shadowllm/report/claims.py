@@ -214,7 +214,8 @@ def _plainact_vs_l2(t: Tables) -> Verdict:
         a, b = (t.arm("oracle", c, "heads", s, protocol="gold") for c in ("plainact", "l2_norm"))
         rows.append(_row(t, f"oracle heads {s:.0%}", PPL, a, b))
     return decide(rows, "the grid has no static plainact and l2_norm points at one sparsity",
-                  "perplexity, global top-k, plainact vs l2_norm")
+                  "perplexity, global top-k, plainact vs l2_norm", paper=f"static heads 50% {t.normalize}"
+                  if t.normalisations() else "static heads 50%")
 
 
 @claim("fisher_plainact_lead", "Fisher and PlainAct are the best static criteria",
@@ -250,7 +251,7 @@ def _global_local(t: Tables) -> Verdict:
             for s in _near(t.sparsities(source=src, style="local", units=units), 0.5):
                 a, b = (t.arm(src, "plainact", units, s, style=st, protocol=proto) for st in ("global", "local"))
                 rows.append(_row(t, f"{'ShadowLLM' if src == 'predicted' else src} {units} {s:.0%}", PPL, a, b))
-    return decide(rows, "no local points in the grid", "plainact, perplexity, global vs local")
+    return decide(rows, "no local points in the grid", "plainact, perplexity, global vs local", paper="ShadowLLM")
 
 
 def _sd_rows(t: Tables, metric: str, protocols: tuple) -> list[Row | None]:
@@ -326,7 +327,7 @@ def _fewshot(t: Tables) -> Verdict:
                 a, b = (t.arm("static", crit, units, s, shots=sh) for sh in (k, "0"))
                 rows.append(_row(t, f"{crit} {units} {s:.0%}", PPL, a, b))
     return decide(rows, "no criterion has both a 0-shot and a k-shot static point",
-                  f"{k}-shot vs 0-shot traces, perplexity")
+                  f"{k}-shot vs 0-shot traces, perplexity", paper="fisher")
 
 
 def _rho(t: Tables) -> pd.DataFrame | None:

@@ -21,6 +21,7 @@ REPS = 2000
 LEVEL = 0.95
 SEED = 0
 PPL_METRICS = ("word_perplexity", "byte_perplexity")
+DIGITS = 12                 # estimates and bounds are rounded here: sums in another order differ by ~1e-16
 POOLED = ("seed",)          # axes whose values are replicates of one arm, not different arms
 
 
@@ -134,7 +135,8 @@ def _finish(metric: str, est: float, reps: np.ndarray, n: int, seeds: tuple, nul
     lo, hi = np.quantile(reps, [a, 1 - a])
     if metric in PPL_METRICS:
         est, lo, hi = float(np.exp(est)), float(np.exp(lo)), float(np.exp(hi))
-    return Interval(float(est), float(lo), float(hi), n, seeds, null)
+    est, lo, hi = (round(float(x), DIGITS) for x in (est, lo, hi))   # no float noise around an exact tie
+    return Interval(est, lo, hi, n, seeds, null)
 
 
 def point(samples: pd.DataFrame, metric: str, reps: int = REPS, seed: int = SEED, **axes) -> Interval | None:
