@@ -71,6 +71,8 @@ class Tables:
         d = d[d.metric == metric]
         if "shots" not in axes:  # static tables: the usual pooled traces, unless a point names its shots
             d = d[(d.source != "static") | (d.shots.astype(str) == pooled_shots(self.ablations))]
+        if "normalize" not in axes and "normalize" in d:   # the claims' normalisation, unless a point names one
+            d = d[d.normalize.astype(str).isin([self.normalize, "none"])]
         for k, v in axes.items():
             if k in d:
                 d = d[d[k].astype(str) == str(v)]
