@@ -219,6 +219,22 @@ class Intervals:
         self.groups = {tuple(k): g for k, g in samples.groupby(by, sort=False)}
         self.none = samples.iloc[0:0]
         self.cache = {}
+        keyed = [dict(zip(self.keys, k)) for k in self.groups]
+        self.dense = next((k for k in keyed if k.get("source") == "dense"), None)
+
+    def vs_dense(self, metric: str, a: dict):
+        """(lo, hi) of a point placed by its paired interval against the dense model on the same documents:
+        dense x ratio for perplexity, dense + difference for accuracy. What a band means then is the change from
+        dense that the documents resolve; a point's own interval would mostly show how documents differ."""
+        dense = self.dense
+        if dense is None or str(a.get("source")) == "dense":
+            return None
+        ref, rel = self(metric, dense), self(metric, a, dense)
+        if ref is None or rel is None:
+            return None
+        if metric == "acc":
+            return ref.value + rel.lo, ref.value + rel.hi
+        return ref.value * rel.lo, ref.value * rel.hi
 
     def _rows(self, axes: dict):
         return self.groups.get(tuple(str(axes[k]) for k in self.keys), self.none)
@@ -250,8 +266,9 @@ def with_intervals(d, iv: Intervals | None, ppl_metric: str = "word_perplexity")
         out = [iv("acc", a, b) for a, b in zip(d.a, d.b)]
     else:
         k = point_keys(d)
-        out = [iv(ppl_metric if q == PPL else "acc", {c: r[c] for c in k})
+        out = [iv.vs_dense(ppl_metric if q == PPL else "acc", {c: r[c] for c in k})
                for r, q in zip(d[k].to_dict("records"), d.quantity)]
+        return d.assign(lo=[o[0] if o else np.nan for o in out], hi=[o[1] if o else np.nan for o in out])
     return d.assign(lo=[o.lo if o else np.nan for o in out], hi=[o.hi if o else np.nan for o in out])
 
 
