@@ -62,7 +62,8 @@ def _cell(s: str) -> str:
     return s.replace("|", "/").replace("\n", " ")
 
 
-def figures_section(model: str, t: Tables, verdicts: dict, shared: str = "../../figures") -> list[str]:
+def figures_section(model: str, t: Tables, verdicts: dict, shared: str = "../../figures",
+                    own: str | None = None) -> list[str]:
     """Each figure and table of the paper: its numbers, our counterpart (linked), and the claims it backs or, where
     no claim reads it, our numbers; then the figures themselves."""
     lines = ["", "## The paper's figures and tables, beside ours", "",
@@ -70,7 +71,7 @@ def figures_section(model: str, t: Tables, verdicts: dict, shared: str = "../../
     gallery = []
     for f in FIGURES:
         have = [spec for spec in f.files if made(spec, t)]
-        files = ", ".join(f"[{(spec.partition(':')[2] or spec).split('/')[-1]}]({link(spec, model, shared)})"
+        files = ", ".join(f"[{(spec.partition(':')[2] or spec).split('/')[-1]}]({link(spec, model, shared, own)})"
                           for spec in have) or "not made by this configuration"
         said = [f"{CLAIMS[k].text}: **{verdicts[k].verdict}**" for k in f.claims]
         if f.ours is not None:
@@ -78,12 +79,13 @@ def figures_section(model: str, t: Tables, verdicts: dict, shared: str = "../../
         lines.append(f"| {f.key} | {_cell(f.title)} | {_cell(f.paper)} | {files} | {_cell('; '.join(said))} |")
         pngs = [spec for spec in have if ":" in spec]
         if pngs:
-            gallery += ["", f"### {f.key}: {f.title}", ""] + [f"![{spec.partition(':')[2]}]({link(spec, model, shared)})"
+            gallery += ["", f"### {f.key}: {f.title}", ""] + [f"![{spec.partition(':')[2]}]({link(spec, model, shared, own)})"
                                                                  for spec in pngs]
     return lines + ["", "Each figure is also a PDF beside its PNG."] + gallery
 
 
-def render(model: str, t: Tables, title: str | None = None, shared: str = "../../figures") -> str:
+def render(model: str, t: Tables, title: str | None = None, shared: str = "../../figures",
+           own: str | None = None) -> str:
     from .stats import REPS
 
     verdicts = [(c, c.judge(t)) for c in CLAIMS.values()]
@@ -103,7 +105,7 @@ def render(model: str, t: Tables, title: str | None = None, shared: str = "../..
         lines += ["", "Dense reference: " + ", ".join(dense) + "."]
     lines += majority_lines(t)
     lines += ["", METHOD.format(norm=t.normalize, reps=REPS).rstrip()]
-    lines += figures_section(model, t, {c.key: v for c, v in verdicts}, shared)
+    lines += figures_section(model, t, {c.key: v for c, v in verdicts}, shared, own)
     return "\n".join(lines) + "\n"
 
 
@@ -131,7 +133,7 @@ def cmd_report(args) -> int:
 
     t = load_tables(args.ablations, args.predictors, args.latency, args.dependence, args.flops, args.samples,
                     args.questions, args.extra_latency, args.normalize, args.units)
-    text = render(args.model_name, t, args.title, args.latency_figures)
+    text = render(args.model_name, t, args.title, args.latency_figures, args.model_figures)
     io.write_text(args.out, text)
     inputs = [p for p in (args.ablations, args.predictors, args.latency, args.dependence, args.flops, args.samples,
                           *args.extra_latency) if p]
@@ -158,6 +160,8 @@ def register(sub) -> None:
     p.add_argument("--units", default=None, help="the units the claims read first (default: each claim's own)")
     p.add_argument("--latency-figures", default="../../figures",
                    help="where the latency figures sit, relative to the report (for its links)")
+    p.add_argument("--model-figures", default=None,
+                   help="where the model's figures sit, relative to the report (default ../../figures/MODEL)")
     p.add_argument("--questions", type=int, default=0, help="zero-shot questions behind one mean accuracy")
     p.add_argument("--title", default=None)
     p.add_argument("--out", required=True)

@@ -169,12 +169,13 @@ def made(spec: str, t: Tables) -> bool:
     return all(getattr(t, n) is not None for n in need)
 
 
-def link(spec: str, model: str, shared: str = "../../figures") -> str:
+def link(spec: str, model: str, shared: str = "../../figures", own: str | None = None) -> str:
     """The Markdown path of a counterpart, relative to reports/{model}/ (the same in results/ and committed);
-    `shared` is where the latency figures sit, relative to the report."""
+    `shared` is where the latency figures sit and `own` the model's figures (default ../../figures/{model}),
+    relative to the report."""
     scope, _, stem = spec.partition(":")
     if scope == "model":
-        return f"../../figures/{model}/{stem}.png"
+        return f"{own or f'../../figures/{model}'}/{stem}.png"
     if scope == "shared":
         return f"{shared}/{stem}.png"
     return f"../../{spec}"
