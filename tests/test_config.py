@@ -93,3 +93,17 @@ def test_snakemake_stops_before_any_job(tmp_path, mutate, needles):
     for n in needles:
         assert n in out, out
     assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
+
+
+def test_the_claims_read_raw_where_the_grid_runs_it_else_the_grids_own_normalisation():
+    from shadowllm.config import report_normalize
+
+    assert report_normalize(validate(copy.deepcopy(DEFAULT))) == "raw"
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["ablations"]["normalize"] = ["layer"]
+    for g in cfg["ablations"]["grids"].values():
+        g.pop("normalize", None)
+    assert report_normalize(validate(cfg)) == "layer"
+    cfg["report"]["normalize"] = "raw"
+    with pytest.raises(ConfigError, match=r"config\['report'\]\['normalize'\] = 'raw': the ablation grid runs no"):
+        validate(cfg)

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "workflow" / "profiles" / "slurm-test"
 TEST_CONFIG = "config/test-small.yaml"
 # what a run directory needs from the repository (symlinked, read-only use)
-SOURCES = ("Snakefile", "workflow", "config", "envs")
+SOURCES = ("Snakefile", "workflow", "config", "envs", "reports")   # reports: the latency table the claims read
 REQUIRE = os.environ.get("SHADOWLLM_REQUIRE_SLURM", "") not in ("", "0")
 DAG_TIMEOUT = int(os.environ.get("SHADOWLLM_SLURM_TEST_TIMEOUT", "480"))
 # keys/columns whose values legitimately differ between two runs (timings, hosts; `inputs`: the sidecars' sha256 of

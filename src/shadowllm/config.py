@@ -245,6 +245,22 @@ def semantic_errors(cfg: dict, root: Path = Path(".")) -> list[str]:
             + _latency_errors(cfg) + _report_errors(cfg, root))
 
 
+def grid_normalisations(cfg: dict) -> list[str]:
+    """The score normalisations the ablation grid runs, in the order they are first named."""
+    ab = cfg["ablations"]
+    return list(dict.fromkeys(n for g in ab["grids"].values() for n in (g.get("normalize") or ab["normalize"])))
+
+
+def report_normalize(cfg: dict) -> str:
+    """The normalisation the claims read first: the configured one, else raw where the grid runs it, else the
+    grid's first."""
+    rep = cfg["report"]["normalize"]
+    if rep is not None:
+        return rep
+    norms = grid_normalisations(cfg) if cfg.get("ablations") else []
+    return "raw" if "raw" in norms or not norms else norms[0]
+
+
 def _report_errors(cfg: dict, root: Path) -> list[str]:
     """The claims must ask for a normalisation and units the ablation grid runs, and read latency tables that exist."""
     rep, ab = cfg["report"], cfg.get("ablations")
@@ -252,8 +268,8 @@ def _report_errors(cfg: dict, root: Path) -> list[str]:
            "reports/latency_gpu_h200.csv)" for i, p in enumerate(rep["latency_tables"]) if not (root / p).is_file()]
     if not ab:
         return out
-    norms = {n for g in ab["grids"].values() for n in (g.get("normalize") or ab["normalize"])}
-    if rep["normalize"] not in norms:
+    norms = grid_normalisations(cfg)
+    if rep["normalize"] is not None and rep["normalize"] not in norms:
         out.append(f"config['report']['normalize'] = {rep['normalize']!r}: the ablation grid runs no point in it; "
                    f"expected one of {sorted(norms)}")
     units = {u for g in ab["grids"].values() for u in g["units"]}

@@ -501,8 +501,10 @@ def claims_inputs(wildcards):
 
 def claims_flags():
     """How the claims read the tables: the normalisation and units first, from config['report']."""
-    rep = config["report"]
-    return f"--normalize {rep['normalize']}" + (f" --units {rep['units']}" if rep["units"] else "")
+    from shadowllm.config import report_normalize
+
+    units = config["report"]["units"]
+    return f"--normalize {report_normalize(config)}" + (f" --units {units}" if units else "")
 
 
 def claims_questions():
