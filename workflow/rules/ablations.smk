@@ -53,7 +53,7 @@ rule ablate:
         f"{B}/ablations/{{model}}/{AB_PATH}.tsv"
     threads: ab_threads()
     resources:
-        mem_mb=mem_mb_for(3000, 4000),
+        mem_mb=ablate_mem_mb,
         runtime=runtime_for(20, 30),
         gpu=model_gpus,
     shell:

@@ -157,6 +157,15 @@ def mem_mb_for(base_mb, per_b_mb=0):
     return f
 
 
+ORACLE_MEM = 4   # the oracle's gradient pass over whole windows: SmolLM2 at 2048 tokens peaked at 12.1 GB
+
+
+def ablate_mem_mb(wildcards, attempt):
+    """An ablation point's memory; the oracle's criterion pass (gradients of full-window logits) needs more."""
+    mb = mem_mb_for(3000, 4000)(wildcards, attempt)
+    return mb * ORACLE_MEM if wildcards.source == "oracle" else mb
+
+
 def runtime_for(base_min, per_b_min=0):
     def f(wildcards, attempt):
         return int((base_min + per_b_min * params_b(wildcards)) * (2 ** (attempt - 1)))
