@@ -76,7 +76,8 @@ def test_accuracy_claims_need_the_interval_of_the_difference():
     def run(n, gap):
         rng = np.random.default_rng(0)
         rows, samples = [], []
-        for src, crit, style, p in (("predicted", "plainact", "global", 0.6 + gap), ("dejavu", "l2_norm", "local", 0.6)):
+        arms = (("predicted", "plainact", "global", 0.6 + gap), ("dejavu", "l2_norm", "local", 0.6))
+        for src, crit, style, p in arms:
             for task in ("a", "b"):
                 acc = (rng.random(n) < p).astype(float)
                 rows.append(row(src, crit, style, "both", "sequence", 0.5, "acc", acc.mean(), task=task))

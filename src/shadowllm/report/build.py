@@ -79,8 +79,8 @@ def figures_section(model: str, t: Tables, verdicts: dict, shared: str = "../../
         lines.append(f"| {f.key} | {_cell(f.title)} | {_cell(f.paper)} | {files} | {_cell('; '.join(said))} |")
         pngs = [spec for spec in have if ":" in spec]
         if pngs:
-            gallery += ["", f"### {f.key}: {f.title}", ""] + [f"![{spec.partition(':')[2]}]({link(spec, model, shared, own)})"
-                                                                 for spec in pngs]
+            gallery += ["", f"### {f.key}: {f.title}", ""] + [
+                f"![{spec.partition(':')[2]}]({link(spec, model, shared, own)})" for spec in pngs]
     return lines + ["", "Each figure is also a PDF beside its PNG."] + gallery
 
 

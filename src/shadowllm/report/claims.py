@@ -9,7 +9,7 @@ one decorated function, like a criterion or a mask source.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np

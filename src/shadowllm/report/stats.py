@@ -207,7 +207,8 @@ def mean_interval(x: np.ndarray, reps: int = REPS, seed: int = SEED) -> Interval
     return Interval(float(x.mean()), float(lo), float(hi), int(x.size), null=0.0)
 
 
-def rank_agreement(ref: np.ndarray, ours: np.ndarray, reps: int = 10000, seed: int = SEED) -> tuple[float, float, float]:
+def rank_agreement(ref: np.ndarray, ours: np.ndarray, reps: int = 10000,
+                   seed: int = SEED) -> tuple[float, float, float]:
     """(Spearman rank correlation r of ours with ref, permutation p-values that an ordering at random agrees at
     least as well (P[null >= r]) and at most as well (P[null <= r])). Exact over every ordering up to 8 items."""
     import itertools
