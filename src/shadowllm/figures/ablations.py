@@ -134,11 +134,17 @@ def criteria_data(df, ppl_metric: str = "word_perplexity"):
     return d.assign(line=d.criterion, panel=d.units)
 
 
+def main_units(df) -> str:
+    """The units the comparisons hold fixed: both where the grid pruned them, else its most frequent (heads-only)."""
+    u = df.loc[df.source != "dense", "units"].astype(str)
+    return "both" if (u == "both").any() or u.empty else u.value_counts().index[0]
+
+
 def styles_data(df, ppl_metric: str = "word_perplexity"):
     """Fig. 3: global, local and hybrid masks of the reference criterion, units both, the pooled shots, for
     ShadowLLM (source predicted, the authors' protocol 'sequence') and static; line = style, panel = source."""
     p = points(df, ppl_metric)
-    d = p[p.source.isin(list(NAMES)) & (p.criterion == reference_criterion(df)) & (p.units == "both")
+    d = p[p.source.isin(list(NAMES)) & (p.criterion == reference_criterion(df)) & (p.units == main_units(df))
           & (p.shots == pooled_shots(df)) & p.protocol.isin(["sequence", "none"])]
     return d.assign(line=d["style"], panel=d.source)
 
@@ -146,14 +152,14 @@ def styles_data(df, ppl_metric: str = "word_perplexity"):
 def fewshot_data(df, ppl_metric: str = "word_perplexity"):
     """Fig. 8: the reference criterion's static global masks, units both; line = the traces' shots label."""
     d = _eq(points(df, ppl_metric), source="static", criterion=reference_criterion(df), style="global",
-            units="both")
+            units=main_units(df))
     return d.assign(line=d.shots, panel=d.quantity)
 
 
 def _compared(d, df):
     """Rows of the compared sources at the reference criterion, units both, each in its style (any protocol)."""
     keep = (d.source.map(COMPARED).eq(d["style"]) & d.criterion.isin([reference_criterion(df), "none"])
-            & (d.units == "both") & d.shots.isin([pooled_shots(df), "none"]))
+            & (d.units == main_units(df)) & d.shots.isin([pooled_shots(df), "none"]))
     d = d[keep]
     return d.assign(line=d.source + " (" + d["style"] + ")")
 
@@ -380,6 +386,7 @@ def build_figures(df, samples=None, title: str = "", ppl_metric: str = "word_per
         return _figure(plt, panels, ttl + tag, ncols)
 
     crit = criteria_data(df, ppl_metric)
+    mu = main_units(df)
     units = [u for u in ("both", "heads", "neurons") if u in set(crit.units)]
     sty, few, src = styles_data(df, ppl_metric), fewshot_data(df, ppl_metric), sources_data(df, ppl_metric)
     pro = protocols_data(df, ppl_metric)
@@ -390,22 +397,22 @@ def build_figures(df, samples=None, title: str = "", ppl_metric: str = "word_per
         for q in (PPL, ACC)}
     figs["ablation_styles"] = lines(
         sty, [(f"{NAMES[s]}: {q}", (sty.panel == s) & (sty.quantity == q), q) for q in (PPL, ACC) for s in NAMES],
-        f"{title}: global vs local vs hybrid top-k ({ref}, units both, shots {pooled}; predicted: sequence protocol)",
+        f"{title}: global vs local vs hybrid top-k ({ref}, units {mu}, shots {pooled}; predicted: sequence protocol)",
         ncols=2)
     figs["ablation_fewshot"] = lines(few, [(q, few.quantity == q, q) for q in (PPL, ACC)],
-                                     f"{title}: shots of the traces ({ref}, static global, units both)")
+                                     f"{title}: shots of the traces ({ref}, static global, units {mu})")
     figs["ablation_sources"] = lines(src, [(q, src.quantity == q, q) for q in (PPL, ACC)],
-                                     f"{title}: mask sources ({ref}, units both, predictors: sequence protocol)")
+                                     f"{title}: mask sources ({ref}, units {mu}, predictors: sequence protocol)")
     figs["ablation_protocols"] = lines(
         pro[pro.panel != "all"], [(f"{p}: {q}", (pro.panel == p) & (pro.quantity == q), q)
                                   for q in (ACC, PPL) for p in PROTOCOLS],
-        f"{title}: protocols of the predictors ({ref}, units both; other sources dashed)",
+        f"{title}: protocols of the predictors ({ref}, units {mu}; other sources dashed)",
         dashed=pro[pro.panel == "all"])
-    figs["ablation_per_task"] = _gap_figure(plt, with_intervals(dejavu_gap_data(df), iv), ref, title, tag)
+    figs["ablation_per_task"] = _gap_figure(plt, with_intervals(dejavu_gap_data(df), iv), ref, title, tag, mu)
     return figs
 
 
-def _gap_figure(plt, d, ref: str, title: str, tag: str = ""):
+def _gap_figure(plt, d, ref: str, title: str, tag: str = "", units: str = "both"):
     """Fig. 10: per protocol, ShadowLLM - DejaVu acc per task against sparsity, paired intervals as error bars."""
     colours = _palette(d.line)
 
@@ -416,7 +423,7 @@ def _gap_figure(plt, d, ref: str, title: str, tag: str = ""):
             ax.set(xlabel="sparsity (%)", ylabel=GAP)
         return f
     panels = [(f"{p} protocol", draw(d[d.panel == p])) for p in PROTOCOLS if (d.panel == p).any()]
-    return _figure(plt, panels, f"{title}: ShadowLLM (global) - DejaVu (local) accuracy per task ({ref}, units both)"
+    return _figure(plt, panels, f"{title}: ShadowLLM (global) - DejaVu (local) accuracy per task ({ref}, units {units})"
                    f"{tag}", sharey=True)
 
 
