@@ -73,10 +73,15 @@ def arm(samples: pd.DataFrame, metric: str, **axes) -> pd.DataFrame:
     return d
 
 
+def _by_seed(d: pd.DataFrame) -> list[pd.DataFrame]:
+    """An arm's rows per seed (one part for a table without the seed axis)."""
+    return [g for _, g in d.groupby("seed", sort=True)] if "seed" in d else [d]
+
+
 def _seed_matrix(d: pd.DataFrame, col: str, keys: pd.MultiIndex) -> np.ndarray:
     """[seeds, documents] of column `col`, documents in the order of `keys` (task, doc_id)."""
     rows = []
-    for _, g in d.groupby("seed", sort=True) if "seed" in d else [(0, d)]:
+    for g in _by_seed(d):
         s = g.set_index(["task", "doc_id"])[col].astype(float)
         rows.append(s.reindex(keys).to_numpy())
     return np.stack(rows)
@@ -117,7 +122,7 @@ def _aligned(arms: list[pd.DataFrame], metric: str) -> tuple[pd.MultiIndex, list
     col = "ll" if metric in PPL_METRICS else metric
     sets = []
     for d in arms:
-        per_seed = [set(zip(g.task, g.doc_id)) for _, g in (d.groupby("seed") if "seed" in d else [(0, d)])]
+        per_seed = [set(zip(g.task, g.doc_id)) for g in _by_seed(d)]
         sets.append(set.intersection(*per_seed) if per_seed else set())
     common = sorted(set.intersection(*sets)) if sets else []
     if not common:
@@ -169,12 +174,17 @@ def paired(samples: pd.DataFrame, metric: str, a: dict, b: dict, reps: int = REP
     return _finish(metric, est, diff, len(keys), (Ma.shape[0], Mb.shape[0]), null)
 
 
+def _dense_questions(samples: pd.DataFrame, task: str) -> pd.DataFrame:
+    """The dense point's questions of one task, one row each."""
+    d = _match(samples, {"source": "dense", "task": task})
+    return d[d.acc.notna()].drop_duplicates("doc_id")
+
+
 def majority_baseline(samples: pd.DataFrame, task: str) -> tuple[float, int] | None:
     """(accuracy of always giving the most frequent gold answer text, e.g. always "No", or of guessing where no
     answer repeats: the larger; questions) of one task, on the dense point's questions. A log-likelihood scorer
     never sees a choice's position, so position is no baseline."""
-    d = _match(samples, {"source": "dense", "task": task})
-    d = d[d.acc.notna()].drop_duplicates("doc_id")
+    d = _dense_questions(samples, task)
     if d.empty:
         return None
     by_label = float(d.label.astype(str).value_counts(normalize=True).iloc[0])
@@ -185,10 +195,8 @@ def majority_baseline(samples: pd.DataFrame, task: str) -> tuple[float, int] | N
 
 def above_majority(samples: pd.DataFrame, task: str) -> tuple[bool, float, float, float] | None:
     """(dense beats the majority-class baseline by two standard errors, dense acc, baseline, 2 SE) for one task."""
-    base = majority_baseline(samples, task)
-    d = _match(samples, {"source": "dense", "task": task})
-    d = d[d.acc.notna()].drop_duplicates("doc_id")
-    if base is None or d.empty:
+    base, d = majority_baseline(samples, task), _dense_questions(samples, task)
+    if base is None:
         return None
     acc, n = float(d.acc.astype(float).mean()), len(d)
     se2 = 2 * (max(acc * (1 - acc), 1.0 / n) / n) ** 0.5
