@@ -21,7 +21,6 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
-include: "workflow/rules/masks.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/importance.smk"
 include: "workflow/rules/predictors.smk"

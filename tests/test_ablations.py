@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_sparse_decoder import tiny_opt
 
-from shadowllm.ablations.grid import DENSE, Point
+from shadowllm.layout.grid import DENSE, Point
 from shadowllm.ablations.lm import make_masked_lm
 from shadowllm.ablations.sources import Settings, build
 from shadowllm.adapter import get_adapter
@@ -370,7 +370,7 @@ def _cfg(**ab):
 
 
 def test_grid_expansion_collapses_protocols_of_input_independent_sources():
-    from shadowllm.ablations.grid import expand
+    from shadowllm.layout.grid import expand
     from shadowllm.config import validate
 
     cfg = validate(_cfg(zero_shot=True))
@@ -430,7 +430,7 @@ def test_a_predictor_of_another_model_or_criterion_is_refused_before_the_model_l
     f = tmp_path / "p.safetensors"
     pred.save(f, meta={"model": "m", "criterion": "plainact", "design": "shadowllm", "placement": 0,
                        "normalize": "raw", "seed": 0, **meta})
-    argv = ["ablate", "--model", str(tmp_path / "no-such-model"), "--model-name", "m", "--source", "predicted",
+    argv = ["ablate-point", "--model", str(tmp_path / "no-such-model"), "--model-name", "m", "--source", "predicted",
             "--criterion", "plainact", "--style", "global", "--units", "both", "--protocol", "prompt",
             "--sparsity", "0.5", "--predictor", str(f), "--tasks", "bb_winowhy", "--out", str(tmp_path / "o.json")]
     assert main(argv) == 2                   # the model folder does not exist: the predictor was checked first
@@ -444,7 +444,7 @@ def test_ablate_cli_writes_a_point_and_the_table_reads_it(saved_tiny, task_dir, 
 
     path, _ = saved_tiny
     out = tmp_path / "r.json"
-    rc = main(["ablate", "--model", str(path), "--model-name", "m", "--source", "random", "--style", "hybrid",
+    rc = main(["ablate-point", "--model", str(path), "--model-name", "m", "--source", "random", "--style", "hybrid",
                "--units", "both", "--sparsity", "0.5", "--min-neurons", "8", "--tasks", "bb_cause_and_effect",
                "--ppl-task", "corpus_test", "--ppl-limit", "3",
                "--limit", "10", "--include", str(task_dir), "--out", str(out)])
@@ -511,7 +511,7 @@ def test_ablation_bench_times_every_protocol_against_dense(saved_tiny, task_dir,
     _pred(ad).save(pred, meta={"model": "m", "criterion": "plainact", "design": "shadowllm", "placement": 0,
                                "normalize": "raw", "seed": 0})
     out = tmp_path / "bench.csv"
-    rc = main(["ablation-bench", "--model", str(path), "--model-name", "m", "--source", "predicted", "--criterion",
+    rc = main(["bench-ablation", "--model", str(path), "--model-name", "m", "--source", "predicted", "--criterion",
                "plainact", "--style", "global", "--units", "both", "--protocol", "sequence", "--sparsity", "0.5",
                "--predictor", str(pred), "--min-neurons", "8", "--ppl-task", "corpus_test", "--ppl-limit", "2",
                "--tasks", "bb_cause_and_effect", "--limit", "6", "--include", str(task_dir), "--repeats", "1",

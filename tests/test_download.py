@@ -158,7 +158,7 @@ def test_traces_of_a_hub_task_read_its_cached_docs_offline(saved_tiny, tmp_path)
     assert [(x["query"], x["choices"], x["gold"]) for x in mi_rows] == \
         [(x["q"] + " " + x["choices"][x["label"]], ["the end"], 0) for x in rows]
     out = tmp_path / "traces"
-    r = subprocess.run([sys.executable, "-m", "shadowllm.cli", "importance", "--model", str(saved_tiny[0]),
+    r = subprocess.run([sys.executable, "-m", "shadowllm.cli", "trace-importance", "--model", str(saved_tiny[0]),
                         "--task", "tiny_hub_mc", "--include", str(tasks), "--k", "1", "--criteria", "plainact",
                         "--max-examples", "5", "--batch-size", "5", "--device", "cpu", "--threads", "1",
                         "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)

@@ -3,11 +3,11 @@ against the values the synthetic table was made from."""
 import pandas as pd
 import pytest
 
-from shadowllm.ablations.grid import COLUMNS, Point
+from shadowllm.layout.grid import COLUMNS, Point
 from shadowllm.figures import ablations as fa
+from shadowllm.layout.figures import names
 
-STEMS = ["ablation_criteria_ppl", "ablation_criteria_acc", "ablation_styles", "ablation_fewshot", "ablation_sources",
-         "ablation_protocols", "ablation_per_task"]
+STEMS = names("ablations")   # the seven ablation figures, as the registry lists them
 TASKS = ["bb_winowhy", "piqa"]
 SPARSITIES = (0.3, 0.5, 0.7)
 SOURCE_I = {"dense": 0, "static": 1, "predicted": 2, "dejavu": 3, "oracle": 4, "random": 5}

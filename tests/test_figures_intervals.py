@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shadowllm.ablations.grid import Point
+from shadowllm.layout.grid import Point
 from shadowllm.figures import ablations as fa
 from shadowllm.report import stats
 

@@ -476,7 +476,7 @@ def test_traces_of_another_format_version_are_refused(batched, tmp_path):
 def test_importance_bench_names_a_missing_model_folder(tmp_path, capsys):
     from shadowllm.cli import main
 
-    rc = main(["importance-bench", "--model", str(tmp_path / "nope"), "--n", "2"])
+    rc = main(["bench-importance", "--model", str(tmp_path / "nope"), "--n", "2"])
     err = capsys.readouterr().err
     assert rc == 2 and "nope" in err and "is not a model folder" in err
 

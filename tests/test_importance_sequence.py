@@ -146,7 +146,7 @@ def test_bad_sequence_input_names_example_and_token_and_writes_nothing(collected
 
 
 def test_cli_flags_reach_collect_and_the_files(tmp_path, monkeypatch):
-    """`shadowllm importance --sequence-inputs --grasp-hvp exact`: the flags are passed on and recorded."""
+    """`shadowllm trace-importance --sequence-inputs --grasp-hvp exact`: the flags are passed on and recorded."""
     import shadowllm.loading
     from shadowllm.cli import main
 
@@ -155,7 +155,7 @@ def test_cli_flags_reach_collect_and_the_files(tmp_path, monkeypatch):
     monkeypatch.setattr(shadowllm.loading, "load_model", lambda *a, **k: (model, tok))
     monkeypatch.setattr(C, "task_examples", lambda *a, **k: examples()[:3])
     out = tmp_path / "k0"
-    rc = main(["importance", "--model", "tiny", "--task", "t", "--k", "0", "--criteria", "plainact,grasp",
+    rc = main(["trace-importance", "--model", "tiny", "--task", "t", "--k", "0", "--criteria", "plainact,grasp",
                "--out", str(out), "--placement-layers", "2", "--sequence-inputs", "--grasp-hvp", "exact",
                "--no-layer-inputs", "--device", "cpu"])
     assert rc == 0
@@ -164,7 +164,7 @@ def test_cli_flags_reach_collect_and_the_files(tmp_path, monkeypatch):
     assert read_meta(out / "grasp.safetensors")["grasp_hvp"] == "exact"
     cfg = json.loads((out / "grasp.safetensors.meta.json").read_text())["config"]
     assert cfg["grasp_hvp"] == "exact" and cfg["sequence_inputs"] is True
-    rc = main(["importance", "--model", "tiny", "--task", "t", "--k", "0", "--criteria", "grasp",
+    rc = main(["trace-importance", "--model", "tiny", "--task", "t", "--k", "0", "--criteria", "grasp",
                "--out", str(tmp_path / "off"), "--no-layer-inputs", "--device", "cpu"])
     assert rc == 0 and not (tmp_path / "off" / SEQUENCE_FILE).exists()
     assert read_meta(tmp_path / "off" / "grasp.safetensors")["grasp_hvp"] == "finite_difference"

@@ -82,7 +82,7 @@ def test_cli_reports_unavailable_model_in_one_line(monkeypatch, capsys, tmp_path
 
 @pytest.mark.slow
 def test_killed_training_leaves_no_output(tmp_path):
-    """SIGKILL in the middle of `shadowllm train`: neither the model folder nor the metrics file exists."""
+    """SIGKILL in the middle of `shadowllm train-model`: neither the model folder nor the metrics file exists."""
     import json
     import signal
     import subprocess
@@ -91,7 +91,7 @@ def test_killed_training_leaves_no_output(tmp_path):
     out, metrics = tmp_path / "model", tmp_path / "train.json"
     params = json.dumps({"vocab_size": 300, "d_model": 32, "n_layers": 2, "n_heads": 4, "ffn_dim": 64,
                          "seq_len": 64, "batch_size": 8, "steps": 100000, "warmup": 5})
-    p = subprocess.Popen([sys.executable, "-m", "shadowllm.cli", "train", "--out", str(out), "--metrics",
+    p = subprocess.Popen([sys.executable, "-m", "shadowllm.cli", "train-model", "--out", str(out), "--metrics",
                           str(metrics), "--params", params, "--threads", "1"],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in p.stdout:  # wait until training is under way
@@ -104,8 +104,8 @@ def test_killed_training_leaves_no_output(tmp_path):
     assert left and all(x.name.startswith(".tmp-") for x in left)
     # the rerun (what snakemake does next) removes the dead run's folder and finishes cleanly
     short = json.dumps({**json.loads(params), "steps": 2})
-    r = subprocess.run([sys.executable, "-m", "shadowllm.cli", "train", "--out", str(out), "--metrics", str(metrics),
-                        "--params", short, "--threads", "1"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-m", "shadowllm.cli", "train-model", "--out", str(out), "--metrics",
+                        str(metrics), "--params", short, "--threads", "1"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(x.name for x in tmp_path.iterdir()) == ["model", "train.json", "train.json.meta.json"]
     assert not (out / ".pid").exists()

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from shadowllm.ablations.grid import AXES, Point
+from shadowllm.layout.grid import AXES, Point
 from shadowllm.predictors.metrics import evaluate_predictions
 from shadowllm.predictors.normalize import normalize_scores
 from shadowllm.predictors.train import _split, train_predictor
@@ -282,13 +282,14 @@ def _small_cfg(**grid):
     import yaml
 
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/test-small.yaml").read_text())
+    cfg.pop("masks", None)   # its random points are not this grid's
     cfg["ablations"]["grids"] = {"g": {"source": ["static", "predicted", "dejavu", "oracle", "random"],
                                        "criterion": ["plainact"], "protocol": ["prompt"], **grid}}
     return cfg
 
 
 def test_sub_grids_name_their_normalisations_and_seeds():
-    from shadowllm.ablations.grid import expand
+    from shadowllm.layout.grid import expand
     from shadowllm.config import ConfigError, validate
 
     pts = expand(validate(_small_cfg(normalize=["raw", "layer"], seeds=[1, 2])))

@@ -11,7 +11,7 @@ from shadowllm.adapter import get_adapter
 from shadowllm.importance.collect import Example, collect
 from shadowllm.masks import MaskHooks, StaticMask
 from shadowllm.predictors import PredictedMasks, Predictor, load_predictor
-from shadowllm.sparse import OPTWeights, SparseOPT
+from shadowllm.sparse import DecoderWeights, SparseDecoder
 from shadowllm.sparse.predictors import ShadowPredictor
 
 
@@ -61,7 +61,7 @@ def test_traces_masks_and_decoder_read_the_same_tensor(placement):
     torch.testing.assert_close(src.seen, ref, rtol=0, atol=0)
 
     rec = Recorder(torch.randn(2, ad.n_layers, ad.n_heads + ad.n_neurons, dtype=torch.float64))
-    dec = SparseOPT(OPTWeights.from_hf(model), "shadowllm-prompt", 0.5, shadow=rec, placement=placement)
+    dec = SparseDecoder(DecoderWeights.from_hf(model), "shadowllm-prompt", 0.5, shadow=rec, placement=placement)
     dec.setup(2, 16).prefill(ids)
     torch.testing.assert_close(rec.fed[0], ref, rtol=1e-12, atol=1e-12)
 
@@ -88,7 +88,7 @@ def test_trained_format_predictor_same_masks_and_logits_in_stock_model_and_decod
     torch.testing.assert_close(one_pass, two_pass, rtol=0, atol=0)
     assert src.mask.heads[:, 0].all() and src.mask.heads[:, 1:].mean() == 0.5
 
-    dec = SparseOPT(OPTWeights.from_hf(model), "shadowllm-prompt", 0.5,
+    dec = SparseDecoder(DecoderWeights.from_hf(model), "shadowllm-prompt", 0.5,
                     shadow=ShadowPredictor.from_trained(again.double()))
     dec.record = True
     logits = dec.setup(2, 16).prefill(ids, all_logits=True)

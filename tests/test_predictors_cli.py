@@ -61,7 +61,7 @@ def test_grid_point_end_to_end(tmp_path, design):
     if design == "shadowllm":  # its input determines the targets: it must rank within layers well
         assert rho > 0.7, rho
     tab = tmp_path / "t.csv"
-    assert main(["predictor-table", "--out", str(tab), str(out / "metrics.csv")]) == 0
+    assert main(["collect-predictors", "--out", str(tab), str(out / "metrics.csv")]) == 0
     assert len(pd.read_csv(tab)) == len(df)
 
 
@@ -141,11 +141,11 @@ def test_held_out_split_is_exact_order_free_and_keeps_an_example_on_one_side():
 
 
 def test_predictor_size_prints_every_design_and_refuses_an_unknown_size(capsys):
-    from shadowllm.predictors.cli import size_rows
+    from shadowllm.predictors.size import size_rows
     from shadowllm.predictors.model import n_parameters
-    from shadowllm.sparse.shapes import OPT_SHAPES
+    from shadowllm.shapes import OPT_SHAPES
 
-    assert main(["predictor-size", "--sizes", "opt-13b"]) == 0
+    assert main(["measure-predictor-size", "--sizes", "opt-13b"]) == 0
     out = capsys.readouterr().out
     assert all(d in out for d in ("shadowllm", "dejavu", "fullseq"))
     s = OPT_SHAPES["opt-13b"]
@@ -154,7 +154,7 @@ def test_predictor_size_prints_every_design_and_refuses_an_unknown_size(capsys):
     assert row["neurons_M"] * 1e6 == 5120 * 1024 + 1024 + 1024 * 40 * 20480 + 40 * 20480
     n = n_parameters("shadowllm", s.hidden, s.layers, s.heads, s.ffn)
     assert row["train_peak_GiB"] == pytest.approx((4 * sum(n.values()) + 12 * n["neurons"]) / 2 ** 30)
-    assert main(["predictor-size", "--sizes", "opt-7b"]) == 2
+    assert main(["measure-predictor-size", "--sizes", "opt-7b"]) == 2
     assert "unknown OPT size 'opt-7b'" in capsys.readouterr().err
 
 
@@ -162,7 +162,7 @@ def test_predictor_size_projects_training_time_from_a_measured_curve(tmp_path, c
     curve = tmp_path / "curve.json"
     curve.write_text(json.dumps({"design": "shadowllm", "seconds_per_param_example_epoch": {"heads": 2e-9,
                                                                                           "neurons": 1e-9}}))
-    assert main(["predictor-size", "--sizes", "opt-1.3b", "--from-curve", str(curve), "--examples", "1000",
+    assert main(["measure-predictor-size", "--sizes", "opt-1.3b", "--from-curve", str(curve), "--examples", "1000",
                  "--epochs-heads", "10", "--epochs-neurons", "5"]) == 0
     out = capsys.readouterr().out.splitlines()
     hours = float(out[-1].split()[-1])

@@ -119,7 +119,8 @@ def test_render_counts_verdicts_and_names_the_dense_reference(tmp_path, capsys):
     table(rows).to_csv(f, index=False)
     s.to_csv(fs, index=False)
     out = tmp_path / "report.md"
-    assert main(["report", "--model-name", "m", "--ablations", str(f), "--samples", str(fs), "--out", str(out)]) == 0
+    assert main(["report-claims", "--model-name", "m", "--ablations", str(f), "--samples", str(fs),
+                 "--out", str(out)]) == 0
     assert out.read_text() == text and (tmp_path / "report.md.meta.json").is_file()
 
 
@@ -161,3 +162,18 @@ def test_latency_claims_pair_matching_settings_and_count_ties():
     assert v.verdict == HELD and "8.00 vs 9.00" in v.ours and "5.00" not in v.ours   # 16 tokens has no pair
     v = CLAIMS["per_token_shadowllm_faster_than_dejavu"].judge(Tables(latency=lat.assign(ms_per_token_iqr=0.6)))
     assert v.verdict == UNRESOLVED                                                  # 1 ms within 1.2 ms of IQRs
+
+
+def test_a_report_row_reads_its_text_from_paper_yaml_and_its_files_from_the_registry():
+    from shadowllm.report.figures import OURS, Figure
+
+    f = Figure("Fig. 11")
+    assert f.stems == ("latency_vs_size", "latency_vs_sparsity", "latency_vs_genlen")
+    assert f.title.startswith("Latency vs model size") and "1154/1315/1017" in f.paper
+    assert Figure(OURS, stems=("predictors_by_placement",)).paper == "not in the paper"
+    with pytest.raises(KeyError, match="'Fig. 99'"):
+        Figure("Fig. 99", tables={"reports/x.csv": ("flops",)})
+    with pytest.raises(ValueError, match="'Fig. 99' has no figure in the registry"):
+        Figure("Fig. 99")
+    with pytest.raises(ValueError, match="'eval_vs_sparsity'.*'eval'"):
+        Figure(OURS, stems=("eval_vs_sparsity",))

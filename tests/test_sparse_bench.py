@@ -1,4 +1,4 @@
-"""bench-latency / predictor-flops / latency-figures commands on tiny inputs (CPU, seconds)."""
+"""bench-latency / measure-predictor-flops / plot-latency commands on tiny inputs (CPU, seconds)."""
 from __future__ import annotations
 
 import csv
@@ -18,7 +18,7 @@ def _rows(path):
 
 def test_predictor_flops_formulas(tmp_path):
     out = tmp_path / "pf.csv"
-    assert main(["predictor-flops", "--out", str(out)]) == 0
+    assert main(["measure-predictor-flops", "--out", str(out)]) == 0
     rows = {r["model"]: r for r in _rows(out)}
     r = rows["opt-13b"]
     N, E, H, F, p = 40, 5120, 40, 20480, 1024
@@ -30,9 +30,9 @@ def test_predictor_flops_formulas(tmp_path):
 
 def test_bench_latency_cli_and_figures(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "measure_bandwidth", lambda dev, **kw: 10.0)
-    from shadowllm.sparse import shapes
+    from shadowllm import shapes
 
-    monkeypatch.setitem(shapes.OPT_SHAPES, "opt-toy", shapes.OPTShape("opt-toy", 64, 3, 4, 256, vocab=100,
+    monkeypatch.setitem(shapes.OPT_SHAPES, "opt-toy", shapes.ModelShape("opt-toy", 64, 3, 4, 256, vocab=100,
                                                                      max_pos=64))
     out = tmp_path / "lat.csv"
     rc = main(["bench-latency", "--model", "opt-toy", "opt-toy_L2", "--sparsity", "0", "0.5", "--gen-tokens", "2", "3",
@@ -53,25 +53,25 @@ def test_bench_latency_cli_and_figures(tmp_path, monkeypatch):
     figs = tmp_path / "figs"
     from shadowllm.cli import main as shadowllm_main
 
-    assert shadowllm_main(["latency-figures", "--csv", str(out), "--outdir", str(figs)]) == 0
+    assert shadowllm_main(["plot-latency", "--csv", str(out), "--outdir", str(figs)]) == 0
     names = {f"latency_vs_{k}.{ext}" for k in ("size", "sparsity", "genlen") for ext in ("png", "pdf")}
     assert {p.name for p in figs.iterdir()} == names | {f"{n}.meta.json" for n in names}
     side = json.loads((figs / "latency_vs_size.png.meta.json").read_text())
     assert side["config"]["sources"] == [str(out)] and list(side["inputs"]) == [str(out)]
-    # the combined table alone redraws them (what the committed reports/latency_*.csv are for)
+    # the combined table alone redraws them (what the committed reports/{run}/latency_*.csv are for)
     table = tmp_path / "latency.csv"
-    assert shadowllm_main(["latency-figures", "--csv", str(out), "--outdir", str(figs), "--table", str(table)]) == 0
+    assert shadowllm_main(["plot-latency", "--csv", str(out), "--outdir", str(figs), "--table", str(table)]) == 0
     again = tmp_path / "again"
-    assert shadowllm_main(["latency-figures", "--csv", str(table), "--outdir", str(again)]) == 0
+    assert shadowllm_main(["plot-latency", "--csv", str(table), "--outdir", str(again)]) == 0
     assert {p.name for p in again.iterdir()} == {p.name for p in figs.iterdir()}
 
 
 def test_bench_latency_placement(tmp_path, monkeypatch):
     """--placement reaches the predictor modes and their rows (dense / static rows leave it empty)."""
     monkeypatch.setattr(bench, "measure_bandwidth", lambda dev, **kw: 10.0)
-    from shadowllm.sparse import shapes
+    from shadowllm import shapes
 
-    monkeypatch.setitem(shapes.OPT_SHAPES, "opt-toy", shapes.OPTShape("opt-toy", 64, 3, 4, 256, vocab=100,
+    monkeypatch.setitem(shapes.OPT_SHAPES, "opt-toy", shapes.ModelShape("opt-toy", 64, 3, 4, 256, vocab=100,
                                                                      max_pos=64))
     out = tmp_path / "lat.csv"
     args = ["bench-latency", "--model", "opt-toy", "--sparsity", "0.5", "--gen-tokens", "2", "--prompt-len", "5",
@@ -134,9 +134,9 @@ def test_bench_latency_runs_a_configured_bench(tmp_path, monkeypatch):
     import yaml
 
     monkeypatch.setattr(bench, "measure_bandwidth", lambda dev, **kw: 10.0)
-    from shadowllm.sparse import shapes
+    from shadowllm import shapes
 
-    monkeypatch.setitem(shapes.OPT_SHAPES, "opt-toy", shapes.OPTShape("opt-toy", 64, 3, 4, 256, vocab=100,
+    monkeypatch.setitem(shapes.OPT_SHAPES, "opt-toy", shapes.ModelShape("opt-toy", 64, 3, 4, 256, vocab=100,
                                                                      max_pos=64))
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"run": "t", "latency": {
@@ -166,3 +166,24 @@ def test_gpu_script_benches_are_the_configured_ones():
     for name in used:
         spec = latency_bench(cfg, name)
         assert spec["device"] == "cuda" and spec["dtype"] == "float16" and spec["prompt_len"] == 128
+
+
+def test_latency_defaults_and_modes_come_from_the_schema_and_the_registry():
+    """bench-latency's flags and run_grid's keywords default to the schema's latency section, and the schema's
+    mode names are the decoder's registry (one definition of each)."""
+    import argparse
+    import inspect
+
+    from shadowllm.defaults import schema_default
+    from shadowllm.sparse import MODES
+    from shadowllm.sparse.cli import register
+
+    p = argparse.ArgumentParser()
+    register(p.add_subparsers(dest="command"))
+    args = p.parse_args(["bench-latency", "--out", "x.csv"])
+    keys = ("modes", "batch", "prompt_len", "repeats", "warmup", "kv_policy", "lookahead", "placement")
+    assert {k: getattr(args, k) for k in keys} == {k: schema_default(f"latency.{k}") for k in keys}
+    grid = inspect.signature(bench.run_grid).parameters
+    assert {k: grid[k].default for k in keys[1:]} == {k: schema_default(f"latency.{k}") for k in keys[1:]}
+    assert p.parse_args(["measure-predictor-flops", "--out", "x.csv"]).p == schema_default("latency.flops_hidden")
+    assert tuple(schema_default("latency.modes")) == MODES

@@ -6,7 +6,7 @@ import torch
 
 from shadowllm.adapter import get_adapter
 from shadowllm.masks import Mask, MaskHooks, StaticMask
-from shadowllm.sparse import OPTWeights, SparseOPT, make_static_mask, weight_bytes_per_token
+from shadowllm.sparse import DecoderWeights, SparseDecoder, make_static_mask, weight_bytes_per_token
 
 transformers = pytest.importorskip("transformers")
 
@@ -88,8 +88,8 @@ def check_against(ref, ids, l0, dec_logits, tol):
 @pytest.mark.parametrize("proj", [None, 32])
 def test_dense_equals_stock(proj):
     model = tiny_opt(proj=proj)
-    w = OPTWeights.from_hf(model)
-    dec = SparseOPT(w, "dense")
+    w = DecoderWeights.from_hf(model)
+    dec = SparseDecoder(w, "dense")
     ids = prompt()
     seq, l0, dl = run(dec, ids, 5)
     check_against(stock_logits(model, seq), ids, l0, dl, 1e-9)
@@ -97,32 +97,32 @@ def test_dense_equals_stock(proj):
 
 def test_zero_sparsity_modes_equal_dense_stock():
     model = tiny_opt()
-    w = OPTWeights.from_hf(model)
+    w = DecoderWeights.from_hf(model)
     ids = prompt()
     for mode in ("static", "shadowllm-prompt", "shadowllm-token", "dejavu"):
         kw = {"static_mask": make_static_mask(w, 0.0)} if mode == "static" else {}
-        dec = SparseOPT(w, mode, 0.0, gather="torch", **kw)
+        dec = SparseDecoder(w, mode, 0.0, gather="torch", **kw)
         seq, l0, dl = run(dec, ids, 4)
         check_against(stock_logits(model, seq), ids, l0, dl, 1e-9)
 
 
 def test_float32_dense_and_static():
     model = tiny_opt(dtype=torch.float32)
-    w = OPTWeights.from_hf(model)
+    w = DecoderWeights.from_hf(model)
     ids = prompt()
     mask = make_static_mask(w, 0.5, seed=3)
-    dec = SparseOPT(w, "static", 0.5, static_mask=mask)
+    dec = SparseDecoder(w, "static", 0.5, static_mask=mask)
     seq, l0, dl = run(dec, ids, 5)
     check_against(stock_logits(model, seq, mask), ids, l0, dl, 2e-5)
 
 
 def test_static_per_sequence_masks_union():
     model = tiny_opt()
-    w = OPTWeights.from_hf(model)
+    w = DecoderWeights.from_hf(model)
     ids = prompt(B=3)
     mask = make_static_mask(w, 0.5, seed=5, batch=3)       # a different mask per sequence
     assert not torch.equal(mask.heads[0], mask.heads[1])
-    dec = SparseOPT(w, "static", 0.5, static_mask=mask)
+    dec = SparseDecoder(w, "static", 0.5, static_mask=mask)
     seq, l0, dl = run(dec, ids, 5)
     check_against(stock_logits(model, seq, mask), ids, l0, dl, 1e-9)
 
@@ -130,9 +130,9 @@ def test_static_per_sequence_masks_union():
 @pytest.mark.parametrize("B", [1, 3])
 def test_shadowllm_prompt_equals_masked_stock(B):
     model = tiny_opt(bias=B == 1)
-    w = OPTWeights.from_hf(model)
+    w = DecoderWeights.from_hf(model)
     ids = prompt(B=B)
-    dec = SparseOPT(w, "shadowllm-prompt", 0.5, predictor_hidden=32, seed=B)
+    dec = SparseDecoder(w, "shadowllm-prompt", 0.5, predictor_hidden=32, seed=B)
     dec.record = True
     seq, l0, dl = run(dec, ids, 6)
     assert len(dec.trace) == 1
@@ -152,16 +152,16 @@ def test_unaligned_widths_are_padded_exactly(B):
     from shadowllm.sparse.slices import ALIGN
 
     model = tiny_opt()
-    w = OPTWeights.from_hf(model)
+    w = DecoderWeights.from_hf(model)
     ids = prompt(B=B)
     mask = make_static_mask(w, 0.3, seed=7, batch=B)
-    dec = SparseOPT(w, "static", 0.3, static_mask=mask)
+    dec = SparseDecoder(w, "static", 0.3, static_mask=mask)
     seq, l0, dl = run(dec, ids, 4)
     s1 = dec.slices[1]
     assert s1.nf_pad % ALIGN == 0 and s1.nf_pad > s1.nf and s1.w1.shape[0] == s1.nf_pad
     assert (s1.w1[s1.nf:] == 0).all() and (s1.b1[s1.nf:] == 0).all()
     check_against(stock_logits(model, seq, mask), ids, l0, dl, 1e-9)
-    dec = SparseOPT(w, "shadowllm-prompt", 0.3, predictor_hidden=32, seed=B)
+    dec = SparseDecoder(w, "shadowllm-prompt", 0.3, predictor_hidden=32, seed=B)
     dec.record = True
     seq, l0, dl = run(dec, ids, 4)
     _, hm, nm = dec.trace[0]
@@ -187,9 +187,9 @@ def test_per_token_equals_masked_stock(mode, lookahead, gather):
         if kernels_cpu.cpp_ops() is None:
             pytest.skip("C++ gather extension not buildable here")
     model = tiny_opt()
-    w = OPTWeights.from_hf(model)
+    w = DecoderWeights.from_hf(model)
     ids = prompt(B=2)
-    dec = SparseOPT(w, mode, 0.5, predictor_hidden=32, gather=gather, lookahead=lookahead)
+    dec = SparseDecoder(w, mode, 0.5, predictor_hidden=32, gather=gather, lookahead=lookahead)
     dec.record = True
     n_new = 6
     seq, l0, dl = run(dec, ids, n_new)
@@ -203,8 +203,8 @@ def test_per_token_equals_masked_stock(mode, lookahead, gather):
 
 def test_per_token_active_kv_runs():
     model = tiny_opt(dtype=torch.float32)
-    w = OPTWeights.from_hf(model)
-    dec = SparseOPT(w, "shadowllm-token", 0.5, predictor_hidden=32, kv_policy="active", gather="torch")
+    w = DecoderWeights.from_hf(model)
+    dec = SparseDecoder(w, "shadowllm-token", 0.5, predictor_hidden=32, kv_policy="active", gather="torch")
     toks = dec.generate(prompt(B=2), 5)
     assert toks.shape == (2, 6)
 
@@ -212,24 +212,24 @@ def test_per_token_active_kv_runs():
 def test_rejects_post_ln():
     from transformers import OPTConfig, OPTForCausalLM
 
-    from shadowllm.sparse import parse_size
+    from shadowllm.shapes import parse_size
 
     cfg = OPTConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, ffn_dim=64, num_attention_heads=2,
                     do_layer_norm_before=False)
     with pytest.raises(ValueError, match="post-LN"):
-        OPTWeights.from_hf(OPTForCausalLM(cfg))
+        DecoderWeights.from_hf(OPTForCausalLM(cfg))
     with pytest.raises(ValueError, match="post-LN"):
         parse_size("opt-350m")
     assert parse_size("opt-1.3b_L4").layers == 4 and parse_size("opt-13b").hidden == 5120
 
 
 def test_random_weights_shape_generates():
-    from shadowllm.sparse import OPTShape
+    from shadowllm.shapes import ModelShape
 
-    shape = OPTShape("toy", 64, 2, 4, 128, vocab=50, max_pos=64)
-    w = OPTWeights.random(shape, torch.float32, "cpu")
+    shape = ModelShape("toy", 64, 2, 4, 128, vocab=50, max_pos=64)
+    w = DecoderWeights.random(shape, torch.float32, "cpu")
     for mode in ("dense", "shadowllm-prompt", "shadowllm-token", "dejavu"):
-        dec = SparseOPT(w, mode, 0.75, predictor_hidden=16)
+        dec = SparseDecoder(w, mode, 0.75, predictor_hidden=16)
         assert dec.generate(prompt(B=1, V=50), 3).shape == (1, 4)
         assert weight_bytes_per_token(dec) > 0
 
@@ -243,11 +243,11 @@ def test_graph_mode_step_matches_eager(mode):
 
 def _graph_step_matches_eager(mode, placement=0):
     model = tiny_opt()
-    w = OPTWeights.from_hf(model)
+    w = DecoderWeights.from_hf(model)
     ids = prompt(B=2)
     kw = dict(predictor_hidden=32, gather="torch", lookahead=mode == "dejavu", placement=placement)
-    a = SparseOPT(w, mode, 0.5, **kw)
-    b = SparseOPT(w, mode, 0.5, **kw)
+    a = SparseDecoder(w, mode, 0.5, **kw)
+    b = SparseDecoder(w, mode, 0.5, **kw)
     for d in (a, b):
         d.setup(2, 20)
     nxt_a = a.prefill(ids)[:, -1].argmax(-1)
@@ -280,9 +280,9 @@ def _attn_out_last(model, ids, layer):
 @pytest.mark.parametrize("B", [1, 3])
 def test_placement_shadowllm_prompt_equals_masked_stock(B):
     model = tiny_opt()
-    w = OPTWeights.from_hf(model)
+    w = DecoderWeights.from_hf(model)
     ids = prompt(B=B)
-    dec = SparseOPT(w, "shadowllm-prompt", 0.5, predictor_hidden=32, seed=B, placement=1)
+    dec = SparseDecoder(w, "shadowllm-prompt", 0.5, predictor_hidden=32, seed=B, placement=1)
     dec.record = True
     seq, l0, dl = run(dec, ids, 6)
     _, hm, nm = dec.trace[0]
@@ -300,9 +300,9 @@ def test_placement_shadowllm_prompt_equals_masked_stock(B):
 @pytest.mark.parametrize("mode,lookahead", [("shadowllm-token", False), ("dejavu", False), ("dejavu", True)])
 def test_placement_per_token_equals_masked_stock(mode, lookahead):
     model = tiny_opt()
-    w = OPTWeights.from_hf(model)
+    w = DecoderWeights.from_hf(model)
     ids = prompt(B=2)
-    dec = SparseOPT(w, mode, 0.5, predictor_hidden=32, gather="torch", lookahead=lookahead, placement=1)
+    dec = SparseDecoder(w, mode, 0.5, predictor_hidden=32, gather="torch", lookahead=lookahead, placement=1)
     dec.record = True
     n_new = 6
     seq, l0, dl = run(dec, ids, n_new)
@@ -326,9 +326,9 @@ def test_placement_per_token_equals_masked_stock(mode, lookahead):
 def test_placement_last_layer_runs_dense(mode):
     """placement = L-1 leaves nothing to prune: every mode is the dense stock model."""
     model = tiny_opt()
-    w = OPTWeights.from_hf(model)
+    w = DecoderWeights.from_hf(model)
     ids = prompt(B=2)
-    dec = SparseOPT(w, mode, 0.5, predictor_hidden=32, gather="torch", lookahead=mode == "dejavu", placement=2)
+    dec = SparseDecoder(w, mode, 0.5, predictor_hidden=32, gather="torch", lookahead=mode == "dejavu", placement=2)
     seq, l0, dl = run(dec, ids, 4)
     check_against(stock_logits(model, seq), ids, l0, dl, 1e-9)
 
@@ -339,26 +339,39 @@ def test_placement_graph_step_matches_eager(mode):
 
 
 def test_placement_rejected_outside_layers():
-    w = OPTWeights.from_hf(tiny_opt())
+    w = DecoderWeights.from_hf(tiny_opt())
     for bad in (-1, 3):
         with pytest.raises(ValueError, match=rf"placement layer {bad} .*0\.\.2"):
-            SparseOPT(w, "shadowllm-prompt", 0.5, predictor_hidden=32, placement=bad)
+            SparseDecoder(w, "shadowllm-prompt", 0.5, predictor_hidden=32, placement=bad)
 
 
 def test_placement_weight_bytes_count_dense_layers():
     """Bytes per token follow the placement: more dense layers read more; placement L-1 reads what dense
     reads (+ the per-token ShadowLLM predictor)."""
-    from shadowllm.sparse.bench import layer_bytes
+    from shadowllm.sparse.roofline import layer_bytes
 
-    w = OPTWeights.from_hf(tiny_opt(dtype=torch.float32))
-    dense = weight_bytes_per_token(SparseOPT(w, "dense"))
+    w = DecoderWeights.from_hf(tiny_opt(dtype=torch.float32))
+    dense = weight_bytes_per_token(SparseDecoder(w, "dense"))
     for mode in ("shadowllm-prompt", "shadowllm-token", "dejavu"):
-        decs = [SparseOPT(w, mode, 0.5, predictor_hidden=32, placement=p) for p in range(3)]
+        decs = [SparseDecoder(w, mode, 0.5, predictor_hidden=32, placement=p) for p in range(3)]
         for d in decs:
             d.setup(1, 16)
         nb = [weight_bytes_per_token(d) for d in decs]
         assert nb[0] < nb[1] < nb[2], (mode, nb)
         extra = decs[2].shadow.n_params() * 4 if mode == "shadowllm-token" else 0
         assert nb[2] == dense + extra, (mode, nb, dense)
-    p = SparseOPT(w, "shadowllm-prompt", 0.5, predictor_hidden=32, placement=1).setup(1, 16)
+    p = SparseDecoder(w, "shadowllm-prompt", 0.5, predictor_hidden=32, placement=1).setup(1, 16)
     assert weight_bytes_per_token(p) == dense - layer_bytes(w, 2) + layer_bytes(w, 2, 2 / 4, 128 / 256)
+
+
+def test_mode_registry_describes_every_mode_and_names_a_bad_value():
+    from shadowllm.sparse import MODE_SPECS, MODES, TOKEN_MODES, ModeSpec
+
+    assert MODES == ("dense", "static", "shadowllm-prompt", "shadowllm-token", "dejavu")
+    assert TOKEN_MODES == ("shadowllm-token", "dejavu")
+    assert [m for m in MODES if MODE_SPECS[m].placed] == ["shadowllm-prompt", "shadowllm-token", "dejavu"]
+    with pytest.raises(ValueError, match="reads 'sometimes'"):
+        ModeSpec("x", "sometimes", "all", "none", None)
+    with pytest.raises(ValueError, match="mode 'sparse' is not one of"):
+        SparseDecoder(DecoderWeights.from_hf(tiny_opt()), "sparse")
+

@@ -74,16 +74,17 @@ def test_triton_decoder_equals_torch_gathers_interpreted():
     pytest.importorskip("triton")
     code = textwrap.dedent("""
         import torch
-        from shadowllm.sparse import OPTShape, OPTWeights, SparseOPT
-        shape = OPTShape("t", 64, 3, 4, 256, vocab=300, max_pos=64)
+        from shadowllm.shapes import ModelShape
+        from shadowllm.sparse import DecoderWeights, SparseDecoder
+        shape = ModelShape("t", 64, 3, 4, 256, vocab=300, max_pos=64)
         ids = torch.randint(2, 300, (2, 7), generator=torch.Generator().manual_seed(2))
         for dt, tol in ((torch.float32, 1e-4), (torch.float16, 2e-2)):
-            w = OPTWeights.random(shape, dt, "cpu", seed=1)
+            w = DecoderWeights.random(shape, dt, "cpu", seed=1)
             for mode in ("shadowllm-token", "dejavu"):
                 for kv in ("full", "active"):
                     for B in (1, 2):
-                        a = SparseOPT(w, mode, 0.5, predictor_hidden=32, gather="torch", kv_policy=kv)
-                        b = SparseOPT(w, mode, 0.5, predictor_hidden=32, gather="triton", kv_policy=kv)
+                        a = SparseDecoder(w, mode, 0.5, predictor_hidden=32, gather="torch", kv_policy=kv)
+                        b = SparseDecoder(w, mode, 0.5, predictor_hidden=32, gather="triton", kv_policy=kv)
                         assert b.ops.backend == "triton"
                         ta, (a0, xs) = a.generate(ids[:B], 4, return_logits=True)
                         tb, (b0, ys) = b.generate(ids[:B], 4, return_logits=True)
@@ -102,7 +103,8 @@ def test_triton_add_layer_norm_interpreted():
     pytest.importorskip("triton")
     code = textwrap.dedent("""
         import torch, torch.nn.functional as F
-        from shadowllm.sparse import MODES, OPTShape, OPTWeights, SparseOPT, make_static_mask
+        from shadowllm.shapes import ModelShape
+        from shadowllm.sparse import MODES, DecoderWeights, SparseDecoder, make_static_mask
         from shadowllm.sparse import kernels_triton as kt
         g = torch.Generator().manual_seed(0)
         for dt, tol in ((torch.float32, 1e-5), (torch.float16, 2e-3)):
@@ -113,12 +115,12 @@ def test_triton_add_layer_norm_interpreted():
             ref = F.layer_norm((h + y).float(), (70,), w.float(), b.float(), 1e-5)
             assert (x.float() - ref).abs().max().item() < tol
             assert kt.add_layer_norm(h, None, w, b, 1e-5)[0] is h
-        w = OPTWeights.random(OPTShape("t", 64, 3, 4, 256, vocab=300, max_pos=64), torch.float32, "cpu", seed=1)
+        w = DecoderWeights.random(ModelShape("t", 64, 3, 4, 256, vocab=300, max_pos=64), torch.float32, "cpu", seed=1)
         ids = torch.randint(2, 300, (2, 7), generator=torch.Generator().manual_seed(2))
         for mode in MODES:
             kw = {"static_mask": make_static_mask(w, 0.5, batch=2)} if mode == "static" else {}
-            a = SparseOPT(w, mode, 0.5, predictor_hidden=32, fused_ln=False, **kw)
-            c = SparseOPT(w, mode, 0.5, predictor_hidden=32, fused_ln=True, **kw)
+            a = SparseDecoder(w, mode, 0.5, predictor_hidden=32, fused_ln=False, **kw)
+            c = SparseDecoder(w, mode, 0.5, predictor_hidden=32, fused_ln=True, **kw)
             ta, (a0, xs) = a.generate(ids, 4, return_logits=True)
             tc, (c0, ys) = c.generate(ids, 4, return_logits=True)
             err = max((p - q).abs().max().item() for p, q in zip([a0] + xs, [c0] + ys))

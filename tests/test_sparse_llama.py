@@ -7,7 +7,8 @@ import torch
 from test_sparse_decoder import _masks_per_position, check_against, per_token_reference, prompt, run, stock_logits
 
 from shadowllm.masks import Mask
-from shadowllm.sparse import DecoderWeights, SparseDecoder, make_static_mask, parse_size, weight_bytes_per_token
+from shadowllm.shapes import parse_size
+from shadowllm.sparse import DecoderWeights, SparseDecoder, make_static_mask, weight_bytes_per_token
 
 transformers = pytest.importorskip("transformers")
 
@@ -79,7 +80,7 @@ def test_static_skips_a_kv_head_only_when_its_whole_group_is_pruned():
     assert s1.kv_map.tolist() == [0, 0] and s2.kv_map.tolist() == [0, 0, 1, 1]
     assert s1.wqkv.shape[0] == (2 + 2 * 1) * DH and dec.K[1].shape[1] == 1 and dec.K[2].shape[1] == 2
     # the bytes counted per token are the bytes of the slices' tensors (layer 1: one KV head's rows of two)
-    from shadowllm.sparse.bench import layer_bytes
+    from shadowllm.sparse.roofline import layer_bytes
 
     for s in (s1, s2):
         held = sum(t.numel() * t.element_size() for t in (s.ln1_w, s.wqkv, s.woT, s.ln2_w, s.w1, s.w3, s.w2T))

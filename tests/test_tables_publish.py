@@ -6,7 +6,8 @@ import json
 import pandas as pd
 import pytest
 
-from shadowllm.evaluate.tables import AXES, DENSE_POINT, load_results, pivot
+from shadowllm.evaluate.tables import AXES, DENSE_POINT, load_results, pivot, report_markdown, settings
+from shadowllm.layout.grid import DENSE, Point
 from shadowllm.workflow_cli import publish
 
 
@@ -59,3 +60,19 @@ def test_report_pivot_matches_table(tmp_path):
     assert list(pv.columns) == ["0%", "20%", "40%"]
     assert pv.loc[("t", "acc")].tolist() == pytest.approx([0.5, 0.3, 0.1])
     assert isinstance(pv, pd.DataFrame)
+
+
+def test_the_evaluation_table_is_the_masks_points_of_the_ablation_grid(tmp_path):
+    """eval.csv is `collect-ablations` over the dense point and the `masks` section's random points: the evaluation
+    report and figure read it like the table of the former evaluate jobs (their axes are a subset of the grid's)."""
+    from shadowllm.ablations.tables import write_table
+
+    random = [Point("random", style="global", units="both", sparsity=s) for s in (0.2, 0.4)]
+    files = [tmp_path / f"{i}.json" for i in range(3)]
+    for f, p, acc in zip(files, [DENSE, *random], (0.5, 0.4, 0.3)):
+        f.write_text(json.dumps({"point": p.axes("m"), "results": {"t": {"acc": acc, "sample_len": 10}}}))
+    write_table(files, tmp_path / "eval.csv")
+    df = pd.read_csv(tmp_path / "eval.csv")   # as report-eval and plot-eval read it
+    assert set(AXES) <= set(df.columns) and settings(df) == []
+    assert list(pivot(df).columns) == ["0%", "20%", "40%"]
+    assert "source random, criterion none, placement 0, style global, units both" in report_markdown(df, "m")

@@ -73,6 +73,60 @@ class Adapter:
         return self.model.model.decoder.embed_tokens if self.family == "opt" else self.model.model.embed_tokens
 
     @property
+    def max_positions(self) -> int:
+        return self.model.config.max_position_embeddings
+
+    def lm_head(self) -> nn.Linear:
+        return self.model.lm_head
+
+    def learned_positions(self) -> nn.Embedding | None:
+        """OPT's learned position table (rows offset by 2); None for rotary positions (Llama)."""
+        return self.model.model.decoder.embed_positions if self.family == "opt" else None
+
+    def projections(self) -> tuple[nn.Linear | None, nn.Linear | None]:
+        """(project_in, project_out) around the decoder stack where the embeddings are narrower (OPT), else None."""
+        if self.family != "opt":
+            return None, None
+        dec = self.model.model.decoder
+        return dec.project_in, dec.project_out
+
+    def rope(self) -> tuple[torch.Tensor, float] | None:
+        """(inverse frequencies [dh/2], attention scaling) of rotary positions (Llama); None for OPT."""
+        if self.family == "opt":
+            return None
+        rot = self.model.model.rotary_emb
+        return rot.inv_freq, float(getattr(rot, "attention_scaling", 1.0))
+
+    @property
+    def norm_kind(self) -> str:
+        """The norm: "layer" (LayerNorm with bias, OPT) or "rms" (RMSNorm, Llama)."""
+        return "layer" if self.family == "opt" else "rms"
+
+    def norm_eps(self) -> float:
+        """The norms' epsilon (OPT LayerNorm eps, Llama RMSNorm variance_epsilon)."""
+        n = self.norms(0)[0]
+        return n.eps if self.family == "opt" else n.variance_epsilon
+
+    def standard_issue(self) -> str | None:
+        """Why the model departs from its family's standard pre-norm layout (None: it does not); a re-implementation
+        of that layout (the sliced decoder) cannot reproduce such a model."""
+        cfg = self.model.config
+        if self.family == "opt":
+            if not cfg.do_layer_norm_before:
+                return "post-LN OPT (do_layer_norm_before=False, e.g. opt-350m) is not supported"
+            if cfg.activation_function != "relu":
+                return f"activation {cfg.activation_function!r} is not supported (OPT uses relu)"
+            return None
+        if cfg.model_type != "llama":
+            return f"the sparse decoder supports model_type 'opt' and 'llama', got {cfg.model_type!r}"
+        if cfg.hidden_act != "silu":
+            return f"hidden_act {cfg.hidden_act!r} is not supported (Llama uses silu)"
+        rope_type = getattr(self.model.model.rotary_emb, "rope_type", "default")
+        if "dynamic" in str(rope_type):
+            return f"rope_type {rope_type!r} changes with the sequence length; not supported"
+        return None
+
+    @property
     def relu_ffn(self) -> bool:
         """True for a ReLU FFN (OPT): its activation pattern has kinks that finite differences must hold fixed."""
         return self.family == "opt" and getattr(self.model.config, "activation_function", None) == "relu"

@@ -1,4 +1,4 @@
-"""`shadowllm audit PATH`: how one output was made, whether its inputs are unchanged, and (--rerun) whether the
+"""`shadowllm audit-output PATH`: how one output was made, whether its inputs are unchanged, and (--rerun) whether the
 same command rebuilds the same numbers.
 
 The chain is read from provenance sidecars (`<file>.meta.json`): each records the command line, commit, versions,
@@ -178,7 +178,7 @@ def cmd_audit(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("audit", help="how an output was made, whether its inputs changed; --rerun rebuilds it",
+    p = sub.add_parser("audit-output", help="how an output was made, whether its inputs changed; --rerun rebuilds it",
                        description=__doc__.splitlines()[0])
     p.add_argument("path", help="an output with a .meta.json sidecar")
     p.add_argument("--rerun", action="store_true", help="rebuild this one output in a temporary folder and compare")

@@ -1,7 +1,8 @@
 """`shadowllm` command line: one subcommand per workflow step, so any single output can be rebuilt by hand.
 
-Each stage owns its command-line module (`register(subparsers)`); STAGES lists them, in help order.
-The model arguments and their defaults are defined once here (`add_model_args`).
+Each stage owns its command-line module (`register(subparsers)`); STAGES lists them, in help order. Every name is
+verb-object (ALIASES maps the old names for one release). The model arguments are defined once here
+(`add_model_args`); flag defaults that are config keys come from the workflow schema (shadowllm.defaults).
 """
 from __future__ import annotations
 
@@ -9,45 +10,51 @@ import argparse
 import importlib
 import sys
 
+
 STAGES = [
-    "shadowllm.data.cli",            # prepare-tasks
-    "shadowllm.train.cli",           # train (the embedded tiny OPT)
+    "shadowllm.data.cli",            # prepare-tasks, convert-gguf, download-model, download-datasets
+    "shadowllm.train.cli",           # train-model (the embedded tiny OPT)
     "shadowllm.masks.cli",           # make-mask
-    "shadowllm.evaluate.cli",        # evaluate, table, report-eval
-    "shadowllm.importance.cli",      # importance traces, input dependence, benchmarks
-    "shadowllm.predictors.cli",      # train-predictor, predictor-table
-    "shadowllm.ablations.cli",       # ablate, ablation-table, report-ablations, ablation-bench
-    "shadowllm.sparse.cli",          # sliced execution and latency
-    "shadowllm.figures.cli",         # every figure, drawn from results tables
-    "shadowllm.workflow_cli",        # check-config, publish
-    "shadowllm.report.build",        # report: the paper's claims, held / not held / not testable here
-    "shadowllm.audit",               # audit: how an output was made, whether its inputs changed, --rerun
+    "shadowllm.evaluate.cli",        # evaluate-model, collect-eval, report-eval
+    "shadowllm.importance.cli",      # trace-importance, measure-dependence, bench-importance, measure-oracle
+    "shadowllm.predictors.cli",      # train-predictor, collect-predictors, measure-predictor-size
+    "shadowllm.ablations.cli",       # ablate-point, collect-ablations, report-ablations, bench-ablation
+    "shadowllm.sparse.cli",          # bench-latency, measure-predictor-flops
+    "shadowllm.figures.cli",         # plot-*: every figure, drawn from results tables
+    "shadowllm.workflow_cli",        # check-config, publish-run
+    "shadowllm.report.build",        # report-claims: the paper's claims, held / not held / not testable here
+    "shadowllm.audit",               # audit-output: how an output was made, whether its inputs changed, --rerun
 ]
 
-# The one set of defaults for the model arguments of every subcommand.
-MODEL_DEFAULTS = {"dtype": "float32", "device": "auto", "threads": 0}
+# Old subcommand names (before every name became verb-object), accepted with a warning for one release.
+ALIASES = {
+    "train": "train-model", "evaluate": "evaluate-model", "table": "collect-eval",
+    "importance": "trace-importance", "input-dependence": "measure-dependence",
+    "importance-bench": "bench-importance", "importance-oracle": "measure-oracle",
+    "predictor-size": "measure-predictor-size", "predictor-table": "collect-predictors",
+    "ablate": "ablate-point", "ablation-table": "collect-ablations", "ablation-bench": "bench-ablation",
+    "predictor-flops": "measure-predictor-flops", "latency-figures": "plot-latency",
+    "publish": "publish-run", "report": "report-claims", "audit": "audit-output",
+}
+
 DTYPES = ("float32", "float16", "bfloat16")
 
 
 def add_model_args(p: argparse.ArgumentParser, model_help: str = "hub id or local model folder",
                    model: bool = True, gguf: bool = True) -> None:
-    """--model, --gguf-file, --dtype, --device, --threads with the shared defaults."""
+    """--model, --gguf-file, --dtype, --device, --threads: one definition, defaults from the workflow schema."""
+    from .defaults import schema_default
+
     g = p.add_argument_group("model")
     if model:
         g.add_argument("--model", required=True, help=model_help)
     if gguf:
         g.add_argument("--gguf-file", default=None, help="GGUF file inside the --model folder")
-    g.add_argument("--dtype", default=MODEL_DEFAULTS["dtype"], choices=DTYPES)
-    g.add_argument("--device", default=MODEL_DEFAULTS["device"], help="cpu, cuda, cuda:N or auto (cuda if available)")
-    g.add_argument("--threads", type=int, default=MODEL_DEFAULTS["threads"],
+    g.add_argument("--dtype", default=schema_default("models.*.dtype"), choices=DTYPES)
+    g.add_argument("--device", default=schema_default("device"), help="cpu, cuda, cuda:N or auto (cuda if available)")
+    # 0 is the command line's own: leave torch's thread count alone (the schema's threads >= 1 is per workflow job)
+    g.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0: torch's default; the workflow fixes it for repeatable numbers)")
-
-
-def set_threads(n: int) -> None:
-    if n:
-        import torch
-
-        torch.set_num_threads(n)
 
 
 def args_config(args) -> dict:
@@ -63,13 +70,30 @@ def build_parser(stages=STAGES) -> argparse.ArgumentParser:
     return p
 
 
+def commands(parser: argparse.ArgumentParser) -> set[str]:
+    """The subcommand names a parser knows."""
+    return {n for a in parser._actions if isinstance(a, argparse._SubParsersAction) for n in a.choices}
+
+
+def rename_alias(argv: list[str], known: set[str]) -> list[str]:
+    """argv with an old subcommand name replaced by its new one (said once on stderr); a name the parser still
+    registers itself is left alone."""
+    old = argv[0] if argv else None
+    if old in ALIASES and old not in known and ALIASES[old] in known:
+        print(f"shadowllm: {old!r} is now {ALIASES[old]!r}; the old name goes in the next release", file=sys.stderr)
+        return [ALIASES[old], *argv[1:]]
+    return argv
+
+
 def main(argv=None, parser: argparse.ArgumentParser | None = None) -> int:
     """Run one subcommand; bad input (ValueError, FileNotFoundError, ModelNotAvailable) exits 2 with one line."""
     from .loading import ModelNotAvailable
     from .provenance import start_run
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = (parser or build_parser()).parse_args(argv)
+    parser = parser or build_parser()
+    argv = rename_alias(argv, commands(parser))
+    args = parser.parse_args(argv)
     start_run(argv)
     try:
         return int(args.func(args) or 0)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from .layout.axes import HEAD_ONLY_CRITERIA
+
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 # lm-eval tasks usable on a machine with a hub (the paper's), besides the shipped local ones
 HUB_TASKS = {"piqa", "copa", "openbookqa", "winogrande", "rte", "hellaswag", "arc_easy", "arc_challenge",
@@ -132,8 +134,8 @@ def _model_errors(cfg: dict, root: Path) -> list[str]:
                                 f"layers 0..{n_layers - 1}")
     if ("masks" in cfg or "importance" in cfg) and "models" not in cfg:
         msgs.append("config: 'masks' and 'importance' need 'models'")
-    if "masks" in cfg and "evaluation" not in cfg:
-        msgs.append("config: 'masks' are evaluated: it needs an 'evaluation' section")
+    if "masks" in cfg and "ablations" not in cfg:
+        msgs.append("config: 'masks' adds random points to the ablation grid: it needs an 'ablations' section")
     return msgs
 
 
@@ -150,7 +152,7 @@ def _predictor_errors(cfg: dict) -> list[str]:
     nt = imp["neuron_traces"]
     kept = imp["criteria"] if nt == "all" else ([] if nt == "none" else list(nt))
     for c in pr["criteria"]:
-        if c in kept or c in ("jacov", "epenas"):
+        if c in kept or c in HEAD_ONLY_CRITERIA:
             continue
         msgs.append(f"config['predictors']['criteria'] names {c!r}, whose neuron traces are not kept "
                     f"(importance.neuron_traces = {nt!r})")
@@ -219,7 +221,7 @@ def _ablation_errors(cfg: dict) -> list[str]:
 
 
 def _latency_errors(cfg: dict) -> list[str]:
-    from .sparse.shapes import parse_size
+    from .shapes import parse_size
 
     msgs = []
     lat = cfg.get("latency")
@@ -265,7 +267,7 @@ def _report_errors(cfg: dict, root: Path) -> list[str]:
     """The claims must ask for a normalisation and units the ablation grid runs, and read latency tables that exist."""
     rep, ab = cfg["report"], cfg.get("ablations")
     out = [f"config['report']['latency_tables'][{i}] = {p!r}: no such file (expected a latency table, e.g. "
-           "reports/latency_gpu_h200.csv)" for i, p in enumerate(rep["latency_tables"]) if not (root / p).is_file()]
+           "reports/gpu-h200/latency_cuda.csv)" for i, p in enumerate(rep["latency_tables"]) if not (root / p).is_file()]
     if not ab:
         return out
     norms = grid_normalisations(cfg)

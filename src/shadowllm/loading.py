@@ -126,3 +126,11 @@ def load_model(name: str, dtype: str | torch.dtype = "float32", device: str = "c
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok
+
+
+def set_threads(n: int) -> None:
+    """torch's CPU threads (0: leave torch's default): the workflow fixes them for repeatable numbers."""
+    if n:
+        import torch
+
+        torch.set_num_threads(n)

@@ -18,7 +18,7 @@ _RUN: dict = {}   # the running command: argv, working folder, start time (set b
 
 
 def start_run(argv) -> None:
-    """Remember the command line this process runs, so every sidecar it writes can be rerun (`shadowllm audit`)."""
+    """Remember the command line this process runs, so every sidecar it writes can be rerun (`shadowllm audit-output`)."""
     _RUN.update(argv=[str(a) for a in argv], cwd=os.getcwd(), t0=time.time(), env=hub_env())
 
 

@@ -1,5 +1,5 @@
-"""Subcommands about the workflow as a whole: check-config (validate before any job) and publish (copy the
-final figures and reports of the embedded run into the committed figures/ and reports/)."""
+"""Subcommands about the workflow as a whole: check-config (validate before any job) and publish-run (copy a run's
+final figures and reports into the committed figures/{run}/ and reports/{run}/, shadowllm.layout.outputs)."""
 from __future__ import annotations
 
 import shutil
@@ -50,7 +50,8 @@ def register(sub) -> None:
     p.add_argument("configfile", nargs="+")
     p.set_defaults(func=cmd_check_config)
 
-    p = sub.add_parser("publish", help="copy results into the committed figures/ and reports/ where they changed")
+    p = sub.add_parser("publish-run", help="copy a run's results into the committed figures/{run}/ and "
+                       "reports/{run}/ where they changed")
     p.add_argument("--manifest", required=True, help="TSV of what was copied (the workflow's output)")
     p.add_argument("pairs", nargs="+", help="SOURCE=DESTINATION")
     p.set_defaults(func=cmd_publish)

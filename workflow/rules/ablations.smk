@@ -3,7 +3,7 @@ rule fewshot_static:
     input:
         fewshot_traces,
     output:
-        f"{R}/predictors/{{model}}/fewshot/shots={{shots}}/criterion={{criterion}}/placement={{placement}}/normalize={{normalize}}/predictor.safetensors",
+        f"{R}/predictors/{{model}}/{FEWSHOT}/predictor.safetensors",
     params:
         traces=lambda wc, input: sorted({os.path.dirname(f) for f in input}),
         out=lambda wc, output: os.path.dirname(output[0]),
@@ -12,9 +12,9 @@ rule fewshot_static:
     conda:
         CONDA_ENV
     log:
-        f"{L}/predictors/{{model}}/fewshot/shots={{shots}}/criterion={{criterion}}/placement={{placement}}/normalize={{normalize}}.log",
+        f"{L}/predictors/{{model}}/{FEWSHOT}.log",
     benchmark:
-        f"{B}/predictors/{{model}}/fewshot/shots={{shots}}/criterion={{criterion}}/placement={{placement}}/normalize={{normalize}}.tsv"
+        f"{B}/predictors/{{model}}/{FEWSHOT}.tsv"
     threads: pred_threads()
     resources:
         mem_mb=mem_mb_for(1000, 4000),
@@ -57,7 +57,7 @@ rule ablate:
         runtime=runtime_for(20, 30),
         gpu=model_gpus,
     shell:
-        "{params.offline} shadowllm ablate {params.flags} --threads {threads} --model-name {wildcards.model} "
+        "{params.offline} shadowllm ablate-point {params.flags} --threads {threads} --model-name {wildcards.model} "
         "--source {wildcards.source} --criterion {wildcards.criterion} --normalize {wildcards.normalize} "
         "--shots {wildcards.shots} --point-seed {wildcards.seed} "
         "--placement {wildcards.placement} --style {wildcards.style} --units {wildcards.units} "
@@ -84,7 +84,7 @@ rule ablation_table:
         runtime=5,
         gpu=0,
     shell:
-        "shadowllm ablation-table --out {output.table} --samples {output.samples} {input} > {log} 2>&1"
+        "shadowllm collect-ablations --out {output.table} --samples {output.samples} {input} > {log} 2>&1"
 
 
 rule figure_ablations:
@@ -95,11 +95,12 @@ rule figure_ablations:
         table=f"{R}/tables/{{model}}/ablations.csv",
         samples=f"{R}/tables/{{model}}/samples.csv",
     output:
-        report(expand(f"{R}/figures/{{{{model}}}}/{{fig}}.{{ext}}", fig=AB_FIGURES, ext=FIG_FORMATS),
-               caption="../report/ablations.rst", category="Ablations"),
+        report(expand(f"{R}/figures/{{{{model}}}}/{{fig}}.{{ext}}", fig=figure_names("ablations"), ext=FIG_FORMATS),
+               caption="../report/figure.rst", category="Ablations"),
     params:
         outdir=lambda wc, output: os.path.dirname(output[0]),
         dpi=FIG_DPI,
+        caption=lambda wc, output: figure_caption("ablations", wc.model),
     conda:
         CONDA_ENV
     log:
@@ -146,6 +147,7 @@ rule report_claims:
         tables=lambda wc, input: " ".join(f"--{k} {v}" for k, v in input.items()),
         questions=claims_questions(),
         flags=claims_flags(),
+        links=report_links,
     conda:
         CONDA_ENV
     log:
@@ -157,5 +159,5 @@ rule report_claims:
         runtime=5,
         gpu=0,
     shell:
-        "shadowllm report --model-name {wildcards.model} {params.tables} --questions {params.questions} "
-        "{params.flags} --out {output} > {log} 2>&1"
+        "shadowllm report-claims --model-name {wildcards.model} {params.tables} --questions {params.questions} "
+        "{params.flags} {params.links} --out {output} > {log} 2>&1"

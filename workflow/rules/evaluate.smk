@@ -1,39 +1,6 @@
-rule evaluate:
-    """Perplexity (rolling log-likelihood) and zero-shot accuracy through lm-eval at one grid point."""
-    input:
-        model=model_input,
-        tasks=TASK_DIR,
-        mask=mask_file,
-        datasets=datasets_input,
-    output:
-        f"{R}/eval/{{model}}/{POINT}.json",
-    params:
-        offline=OFFLINE_ENV,
-        flags=model_flags,
-        mask=mask_flag,
-        tasks=eval_tasks(),
-        limit=eval_limit(),
-        batch_size=EVAL["batch_size"] if EVAL else 0,
-        seed=SEED,
-    conda:
-        CONDA_ENV
-    log:
-        f"{L}/eval/{{model}}/{POINT}.log",
-    benchmark:
-        f"{B}/eval/{{model}}/{POINT}.tsv"
-    threads: THREADS
-    resources:
-        mem_mb=mem_mb_for(4000, 4000),
-        runtime=runtime_for(20, 30),
-        gpu=model_gpus,
-    shell:
-        "{params.offline} shadowllm evaluate {params.flags} --threads {threads} --model-name {wildcards.model} {params.mask} "
-        "--tasks {params.tasks} --include {input.tasks} {params.limit} --batch-size {params.batch_size} "
-        "--seed {params.seed} --out {output} > {log} 2>&1"
-
-
 rule eval_table:
-    """Every evaluation of a model in one tidy CSV: one column per grid axis, then task, metric, value."""
+    """The unpruned model beside the `masks` section's random masks in one tidy CSV (one column per grid axis, then
+    task, metric, value): the dense and masks points of the ablation grid, evaluated by its `ablate` jobs."""
     input:
         eval_jsons,
     output:
@@ -49,7 +16,7 @@ rule eval_table:
         runtime=5,
         gpu=0,
     shell:
-        "shadowllm table --out {output} {input} > {log} 2>&1"
+        "shadowllm collect-ablations --out {output} {input} > {log} 2>&1"
 
 
 rule report_eval:

@@ -3,11 +3,12 @@ rule figure_eval:
     input:
         f"{R}/tables/{{model}}/eval.csv",
     output:
-        png=report(f"{R}/figures/{{model}}/eval_vs_sparsity.png", caption="../report/eval_vs_sparsity.rst",
+        png=report(f"{R}/figures/{{model}}/eval_vs_sparsity.png", caption="../report/figure.rst",
                    category="Evaluation"),
         pdf=f"{R}/figures/{{model}}/eval_vs_sparsity.pdf",
     params:
         dpi=FIG_DPI,
+        caption=lambda wc, output: figure_caption("eval", wc.model),
     conda:
         CONDA_ENV
     log:
@@ -27,12 +28,13 @@ rule figure_dependence:
     input:
         f"{R}/importance/{{model}}/input_dependence.csv",
     output:
-        png=report(f"{R}/figures/{{model}}/input_dependence.png", caption="../report/input_dependence.rst",
+        png=report(f"{R}/figures/{{model}}/input_dependence.png", caption="../report/figure.rst",
                    category="Importance"),
         pdf=f"{R}/figures/{{model}}/input_dependence.pdf",
     params:
         title=dependence_title,
         dpi=FIG_DPI,
+        caption=lambda wc, output: figure_caption("dependence", wc.model),
     conda:
         CONDA_ENV
     log:
@@ -53,13 +55,14 @@ rule figure_latency:
     input:
         lat_csvs(),
     output:
-        figures=report(expand(f"{R}/figures/{{fig}}.{{ext}}", fig=LAT_FIGURES, ext=FIG_FORMATS),
-                       caption="../report/latency.rst", category="Latency"),
+        figures=report(expand(f"{R}/figures/{{fig}}.{{ext}}", fig=figure_names("latency"), ext=FIG_FORMATS),
+                       caption="../report/figure.rst", category="Latency"),
         table=f"{R}/latency/latency.csv",
     params:
         outdir=lambda wc, output: os.path.dirname(output.figures[0]),
         sparsity=LAT["figure_sparsity"] if LAT else 0.5,
         dpi=FIG_DPI,
+        caption=lambda wc, output: figure_caption("latency"),
     conda:
         CONDA_ENV
     log:
@@ -71,7 +74,7 @@ rule figure_latency:
         runtime=5,
         gpu=0,
     shell:
-        "shadowllm latency-figures --csv {input} --outdir {params.outdir} --sparsity {params.sparsity} "
+        "shadowllm plot-latency --csv {input} --outdir {params.outdir} --sparsity {params.sparsity} "
         "--dpi {params.dpi} --table {output.table} > {log} 2>&1"
 
 
@@ -80,11 +83,12 @@ rule figure_predictors:
     input:
         f"{R}/tables/{{model}}/predictors.csv",
     output:
-        report(expand(f"{R}/figures/{{{{model}}}}/{{fig}}.{{ext}}", fig=PRED_FIGURES, ext=FIG_FORMATS),
-               caption="../report/predictors.rst", category="Predictors"),
+        report(expand(f"{R}/figures/{{{{model}}}}/{{fig}}.{{ext}}", fig=figure_names("predictors"), ext=FIG_FORMATS),
+               caption="../report/figure.rst", category="Predictors"),
     params:
         outdir=lambda wc, output: os.path.dirname(output[0]),
         dpi=FIG_DPI,
+        caption=lambda wc, output: figure_caption("predictors", wc.model),
     conda:
         CONDA_ENV
     log:
@@ -107,11 +111,12 @@ rule figure_tradeoff:
         ablations=f"{R}/tables/{{model}}/ablations.csv",
         latency=f"{R}/latency/latency.csv",
     output:
-        png=report(f"{R}/figures/{{model}}/accuracy_vs_latency.png", caption="../report/tradeoff.rst",
+        png=report(f"{R}/figures/{{model}}/accuracy_vs_latency.png", caption="../report/figure.rst",
                    category="Report"),
         pdf=f"{R}/figures/{{model}}/accuracy_vs_latency.pdf",
     params:
         dpi=FIG_DPI,
+        caption=lambda wc, output: figure_caption("tradeoff", wc.model),
     conda:
         CONDA_ENV
     log:

@@ -36,7 +36,7 @@ rule importance_traces:
         runtime=runtime_for(20, 30),
         gpu=model_gpus,
     shell:
-        "{params.offline} shadowllm importance {params.flags} --dtype {params.dtype} --threads {threads} "
+        "{params.offline} shadowllm trace-importance {params.flags} --dtype {params.dtype} --threads {threads} "
         "--model-name {wildcards.model} --task {wildcards.task} --k {wildcards.k} --criteria {params.criteria} "
         "--out {params.out} --max-examples {params.max_examples} --batch-size {params.batch_size} "
         "--placement-layers {params.placement} {params.layer_inputs} {params.sequence_inputs} "
@@ -63,4 +63,4 @@ rule input_dependence:
         runtime=runtime_for(10, 0),
         gpu=0,
     shell:
-        "shadowllm input-dependence --traces {input} --out-csv {output} --seed {params.seed} > {log} 2>&1"
+        "shadowllm measure-dependence --traces {input} --out-csv {output} --seed {params.seed} > {log} 2>&1"

@@ -38,4 +38,4 @@ rule predictor_flops:
         runtime=2,
         gpu=0,
     shell:
-        "shadowllm predictor-flops --p {params.p} --out {output} > {log} 2>&1"
+        "shadowllm measure-predictor-flops --p {params.p} --out {output} > {log} 2>&1"

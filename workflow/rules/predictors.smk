@@ -48,4 +48,4 @@ rule predictor_table:
         runtime=5,
         gpu=0,
     shell:
-        "shadowllm predictor-table --out {output} {input} > {log} 2>&1"
+        "shadowllm collect-predictors --out {output} {input} > {log} 2>&1"

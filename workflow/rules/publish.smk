@@ -1,6 +1,6 @@
 rule publish:
-    """Copy the final figures and reports into the committed figures/ and reports/ where their bytes changed
-    (config publish: true, the embedded run only); runs after every other job of the run."""
+    """Copy the final figures and reports into the committed figures/{run}/ and reports/{run}/ where their bytes
+    changed (config publish: true); runs after every other job of the run."""
     input:
         publish_inputs(),
     output:
@@ -18,4 +18,4 @@ rule publish:
         runtime=5,
         gpu=0,
     shell:
-        "shadowllm publish --manifest {output} {params.pairs} > {log} 2>&1"
+        "shadowllm publish-run --manifest {output} {params.pairs} > {log} 2>&1"

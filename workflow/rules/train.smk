@@ -18,7 +18,7 @@ rule train_tiny:
         runtime=runtime_for(30, 600),
         gpu=0,
     shell:
-        "shadowllm train --out {output.model} --metrics {output.metrics} --params '{params.train}' "
+        "shadowllm train-model --out {output.model} --metrics {output.metrics} --params '{params.train}' "
         "--seed {params.seed} --threads {threads} > {log} 2>&1"
 
 

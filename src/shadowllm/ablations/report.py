@@ -2,7 +2,7 @@
 protocol, and the dense model beside it."""
 from __future__ import annotations
 
-from .grid import AXES
+from ..layout.grid import AXES
 from .tables import pooled_shots, reference_criterion
 
 

@@ -18,7 +18,7 @@ import torch
 
 from ..adapter import Adapter
 from ..masks import Mask, StaticMask, mask_from_scores, random_scores
-from .grid import SOURCES, Point
+from ..layout.grid import SOURCES, Point
 
 _BUILDERS: dict[str, Callable] = {}
 

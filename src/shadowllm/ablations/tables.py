@@ -1,21 +1,21 @@
 """The ablation table: one row per (grid point, task, metric), one column per axis (grid.COLUMNS)."""
 from __future__ import annotations
 
-from .grid import AXES
+from ..layout.grid import AXES
 
 
 def load_results(paths):
-    """ablate JSONs -> tidy DataFrame (lm-eval's sample counts dropped); duplicates are an error."""
+    """ablate-point JSONs -> tidy DataFrame (lm-eval's sample counts dropped); duplicates are an error."""
     from ..evaluate.tables import load_results as load
 
-    return load(paths, axes=AXES, drop_metrics=("sample_len",), rerun="shadowllm ablate")
+    return load(paths, axes=AXES, drop_metrics=("sample_len",), rerun="shadowllm ablate-point")
 
 
 def write_table(paths, out):
     from ..evaluate.tables import write_table as write
 
-    return write(paths, out, command="ablation-table", axes=AXES, drop_metrics=("sample_len",),
-                 rerun="shadowllm ablate")
+    return write(paths, out, command="collect-ablations", axes=AXES, drop_metrics=("sample_len",),
+                 rerun="shadowllm ablate-point")
 
 
 STR_COLUMNS = ["model", "source", "design", "criterion", "normalize", "shots", "style", "units", "protocol", "task",
@@ -62,7 +62,7 @@ SAMPLE_COLUMNS = ["task", "doc_id", "ll", "words", "bytes", "acc", "acc_norm", "
 
 
 def load_samples(paths):
-    """ablate JSONs -> one row per (grid point, task, document): the per-document results the intervals resample
+    """ablate-point JSONs -> one row per (grid point, task, document): the per-document results the intervals resample
     (ll, words, bytes for perplexity; acc, acc_norm, gold, label for multiple choice). A point written before
     per-document results were kept is an error naming it."""
     import json
@@ -74,7 +74,8 @@ def load_samples(paths):
     for p in paths:
         r = json.loads(Path(p).read_text())
         if "samples" not in r:
-            raise ValueError(f"{p}: no per-document results (written by an older shadowllm); rerun `shadowllm ablate`")
+            raise ValueError(f"{p}: no per-document results (written by an older shadowllm); "
+                             "rerun `shadowllm ablate-point`")
         point = r["point"]
         for task, cols in r["samples"].items():
             d = pd.DataFrame(cols)
@@ -99,7 +100,7 @@ def write_samples(paths, out):
     df = load_samples(paths)
     with atomic_path(out, suffix=".csv") as tmp:
         df.to_csv(tmp, index=False, float_format="%.10g")
-    provenance.write_meta(out, config={"command": "ablation-table --samples"}, inputs=paths)
+    provenance.write_meta(out, config={"command": "collect-ablations --samples"}, inputs=paths)
     return df
 
 

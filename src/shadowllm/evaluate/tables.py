@@ -11,7 +11,7 @@ DENSE_POINT = {"source": "dense", "criterion": "none", "placement": 0, "style": 
                "protocol": "none", "sparsity": 0.0}
 
 
-def load_results(paths, axes=AXES, drop_metrics=(), rerun="shadowllm evaluate"):
+def load_results(paths, axes=AXES, drop_metrics=(), rerun="shadowllm evaluate-model"):
     """Result JSONs ({"point": {axis: value}, "results": {task: {metric: value}}}) -> tidy DataFrame with the
     columns axes + task, metric, value; two results for the same point, task and metric are an error."""
     import pandas as pd
@@ -51,7 +51,7 @@ def pivot(df, metrics=("acc", "acc_norm", "word_perplexity", "bits_per_byte")):
     return d.pivot(index=["task", "metric"], columns="column", values="value")[cols]
 
 
-def write_table(paths, out, command: str = "table", **load_kw) -> "object":
+def write_table(paths, out, command: str = "collect-eval", **load_kw) -> "object":
     """load_results(paths, **load_kw) written atomically as CSV, with its sidecar."""
     from .. import provenance
     from ..io import atomic_path

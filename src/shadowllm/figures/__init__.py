@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..layout.figures import FORMATS   # every figure is written in each (defined once, in the registry)
+
 STYLE = {"dpi": 0}   # 0: each figure's own resolution; set from the workflow's config['figures'] (--dpi)
-
-
-FORMATS = ("png", "pdf")   # every figure is written in both: PNG to look at, PDF to put in a paper
 
 
 def pyplot():

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..ablations.grid import AXES, PROTOCOLS
+from ..layout.grid import AXES, PROTOCOLS
 from ..ablations.tables import pooled_shots, read_samples, read_table, reference_criterion
 from . import pyplot, save_all
+from ..layout.figures import names
 
 PPL, ACC = "perplexity", "mean accuracy"
 NEW_AXES = ("normalize", "seed")   # axes of newer grids, used where the table has them
@@ -440,5 +441,8 @@ def ablation_figures(table, outdir, title: str = "", ppl_metric: str = "word_per
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     figs = build_figures(read_table(table), s, title, ppl_metric, normalize)
+    stems = names("ablations")
+    if set(figs) != set(stems):
+        raise ValueError(f"ablation figures drawn {sorted(figs)} differ from the registry's {stems}")
     # save_all closes the figure after the PNG; a closed figure still saves the PDF
-    return [p for stem, fig in figs.items() for p in save_all(fig, out / stem, inputs, dpi=120, bbox_inches="tight")]
+    return [p for stem in stems for p in save_all(figs[stem], out / stem, inputs, dpi=120, bbox_inches="tight")]

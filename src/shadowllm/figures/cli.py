@@ -1,5 +1,10 @@
-"""Subcommands: plot-eval, plot-dependence, plot-predictors, plot-ablations, latency-figures (each reads results tables only)."""
+"""Subcommands: plot-eval, plot-dependence, plot-predictors, plot-ablations, plot-latency, plot-tradeoff (each reads
+results tables only)."""
 from __future__ import annotations
+
+from ..defaults import schema_default
+
+DPI_HELP = "resolution of raster figures (0: each figure's own)"
 
 
 def _wrote(paths) -> None:
@@ -32,7 +37,7 @@ def cmd_plot_ablations(args):
                             normalize=args.normalize))
 
 
-def cmd_latency_figures(args) -> int:
+def cmd_plot_latency(args) -> int:
     from .latency import latency_figures, latency_table
 
     outs = latency_figures(args.csv, args.outdir, sparsity=args.sparsity)
@@ -78,22 +83,23 @@ def register(sub) -> None:
         p.add_argument(src, required=True)
         p.add_argument("--title", default="")
         p.add_argument(dst, required=True)
-        p.add_argument("--dpi", type=int, default=0, help="resolution of raster figures (0: each figure's own)")
+        p.add_argument("--dpi", type=int, default=schema_default("figures.dpi"), help=DPI_HELP)
         p.set_defaults(func=_styled(fn))
     p = sub.choices["plot-ablations"]
     p.add_argument("--samples", default=None,
-                   help="the per-document table (ablation-table --samples): 95 %% intervals on every line, the "
+                   help="the per-document table (collect-ablations --samples): 95 %% intervals on every line, the "
                         "majority-class baseline, Fig. 10's paired intervals (absent file: drawn without them)")
     p.add_argument("--normalize", default="raw",
                    help="the score normalisation drawn where the table has several (default raw)")
 
-    p = sub.add_parser("latency-figures", help="latency vs model size / sparsity / generation length")
+    p = sub.add_parser("plot-latency", help="latency vs model size / sparsity / generation length")
     p.add_argument("--csv", nargs="+", required=True)
     p.add_argument("--outdir", required=True)
-    p.add_argument("--sparsity", type=float, default=0.5, help="sparsity shown in the size / length plots")
+    p.add_argument("--sparsity", type=float, default=schema_default("latency.figure_sparsity"),
+                   help="sparsity shown in the size / length plots")
     p.add_argument("--table", default=None, help="also write the combined latency table (CSV) here")
-    p.add_argument("--dpi", type=int, default=0, help="resolution of raster figures (0: each figure's own)")
-    p.set_defaults(func=_styled(cmd_latency_figures))
+    p.add_argument("--dpi", type=int, default=schema_default("figures.dpi"), help=DPI_HELP)
+    p.set_defaults(func=_styled(cmd_plot_latency))
 
     p = sub.add_parser("plot-tradeoff", help="accuracy vs decode latency, one curve per method over sparsity (Fig. 1)")
     p.add_argument("--ablations", required=True, help="a model's ablation table")
@@ -102,6 +108,6 @@ def register(sub) -> None:
     p.add_argument("--normalize", default="raw",
                    help="the score normalisation drawn where the table has several (default raw)")
     p.add_argument("--title", default="")
-    p.add_argument("--dpi", type=int, default=0, help="resolution of raster figures (0: each figure's own)")
+    p.add_argument("--dpi", type=int, default=schema_default("figures.dpi"), help=DPI_HELP)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_styled(cmd_plot_tradeoff))

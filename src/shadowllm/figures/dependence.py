@@ -1,4 +1,4 @@
-"""Input dependence of head importance (paper Fig. 2), from the CSV of `shadowllm input-dependence`; seaborn,
+"""Input dependence of head importance (paper Fig. 2), from the CSV of `shadowllm measure-dependence`; seaborn,
 PNG and PDF."""
 from __future__ import annotations
 

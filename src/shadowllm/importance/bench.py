@@ -75,7 +75,7 @@ def _one(args) -> int:
 
     import torch
 
-    from ..cli import set_threads
+    from ..loading import set_threads
     from .collect import collect
 
     set_threads(args.threads)
@@ -105,13 +105,13 @@ def _one(args) -> int:
 
 def _child(args, criteria: str, hvp: str) -> dict:
     """Run one measurement in a fresh process (so one run's allocations do not slow the next)."""
-    cmd = [sys.executable, "-m", "shadowllm.cli", "importance-bench", "--one", "--criteria", criteria,
+    cmd = [sys.executable, "-m", "shadowllm.cli", "bench-importance", "--one", "--criteria", criteria,
            "--grasp-hvp", hvp, "--repeat", str(args.repeat), "--n", str(args.n), "--batch-size", str(args.batch_size),
            "--task", args.task, "--k", str(args.k), "--device", args.device, "--dtype", args.dtype,
            "--threads", str(args.threads)] + (["--model", args.model] if args.model else [])
     r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if r.returncode:
-        raise RuntimeError(f"importance-bench child {' '.join(cmd)} failed:\n{r.stderr}")
+        raise RuntimeError(f"bench-importance child {' '.join(cmd)} failed:\n{r.stderr}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -181,7 +181,7 @@ def cmd_oracle(args) -> int:
     from scipy.stats import spearmanr
 
     from ..adapter import get_adapter
-    from ..cli import set_threads
+    from ..loading import set_threads
     from ..loading import load_model, resolve_device
     from ..masks import Mask, MaskHooks, StaticMask
     from .collect import _pad_batch, collect, example_losses
@@ -225,41 +225,3 @@ def cmd_oracle(args) -> int:
         per = float(np.nanmean(per))
         print(f"{name:<11}{st:>11.3f}{per:>17.3f}")
     return 0
-
-
-def _workload_args(p, n: int) -> None:
-    """The arguments both commands share: which examples, how many, on what."""
-    from ..cli import add_model_args
-
-    p.add_argument("--task", default="bb_cause_and_effect")
-    p.add_argument("--k", type=int, default=5)
-    p.add_argument("--n", type=int, default=n)
-    p.add_argument("--batch-size", type=int, default=8)
-    add_model_args(p, model=False, gguf=False)
-
-
-def register(sub) -> None:
-    p = sub.add_parser("importance-bench", help="time / memory of collecting all criteria vs plainact")
-    p.add_argument("--model", default=None, help="model folder (default: a random OPT of the embedded shape)")
-    _workload_args(p, n=32)
-    p.add_argument("--grasp-hvp", default="finite_difference",
-                   help="comma-separated grasp HVP methods to time all nine with (finite_difference, exact)")
-    p.add_argument("--repeat", type=int, default=3, help="timed runs per measurement; the fastest counts")
-    p.add_argument("--criteria", default="plainact", help=argparse_suppress())
-    p.add_argument("--one", action="store_true", help=argparse_suppress())
-    p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser("importance-oracle", help="Spearman of head scores vs single-head removal loss increase")
-    p.add_argument("--model", required=True, help="model folder")
-    _workload_args(p, n=64)
-    p.set_defaults(func=cmd_oracle)
-
-
-def argparse_suppress():
-    import argparse
-    return argparse.SUPPRESS
-
-
-if __name__ == "__main__":
-    from ..cli import main
-    sys.exit(main())

@@ -163,7 +163,7 @@ def check_version(path) -> dict:
     v = md.get("format_version")
     if str(v) != str(FORMAT_VERSION):
         raise ValueError(f"{path}: trace format version {v!r}, expected {FORMAT_VERSION}; "
-                         f"recollect it with `shadowllm importance`")
+                         f"recollect it with `shadowllm trace-importance`")
     return md
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 import torch
 
 from ..adapter import Adapter
+from ..layout.axes import PRUNE_STYLES, UNITS  # noqa: F401 (defined torch-free, for the grid)
 from .mask import Mask
-
-PRUNE_STYLES = ("local", "global", "hybrid")
-UNITS = ("both", "heads", "neurons")
 
 
 def topk_mask(scores: torch.Tensor, sparsity: float, style: str = "global", min_keep: int = 1,

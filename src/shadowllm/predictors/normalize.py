@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-NORMALIZE = ("raw", "layer", "example")
+from ..layout.axes import NORMALIZE  # noqa: F401 (defined torch-free, for the grid)
+
 RANK_ELEMS = 1 << 22  # scores ranked at once by `example` (a big model's neurons: a few examples at a time)
 
 

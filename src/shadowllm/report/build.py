@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import paper
+from ..layout.figures import FIGURES as SPECS
 from .claims import CLAIMS, VERDICTS, Tables
-from .figures import FIGURES, link, made
+from .figures import FIGURES, link
 
 
 def load_tables(ablations=None, predictors=None, latency=None, dependence=None, flops=None, samples=None,
@@ -70,17 +72,17 @@ def figures_section(model: str, t: Tables, verdicts: dict, shared: str = "../../
              "| paper | shows | the paper's numbers | ours | verdicts / our numbers |", "|---|---|---|---|---|"]
     gallery = []
     for f in FIGURES:
-        have = [spec for spec in f.files if made(spec, t)]
-        files = ", ".join(f"[{(spec.partition(':')[2] or spec).split('/')[-1]}]({link(spec, model, shared, own)})"
-                          for spec in have) or "not made by this configuration"
+        have = f.made(t)
+        files = ", ".join(f"[{name.split('/')[-1]}]({link(name, model, shared, own)})"
+                          for name in have) or "not made by this configuration"
         said = [f"{CLAIMS[k].text}: **{verdicts[k].verdict}**" for k in f.claims]
         if f.ours is not None:
             said.append(f.ours(t))
         lines.append(f"| {f.key} | {_cell(f.title)} | {_cell(f.paper)} | {files} | {_cell('; '.join(said))} |")
-        pngs = [spec for spec in have if ":" in spec]
+        pngs = [name for name in have if name in SPECS]
         if pngs:
             gallery += ["", f"### {f.key}: {f.title}", ""] + [
-                f"![{spec.partition(':')[2]}]({link(spec, model, shared, own)})" for spec in pngs]
+                f"![{name}]({link(name, model, shared, own)})" for name in pngs]
     return lines + ["", "Each figure is also a PDF beside its PNG."] + gallery
 
 
@@ -93,8 +95,7 @@ def render(model: str, t: Tables, title: str | None = None, shared: str = "../..
     lines = [f"# {title or model}: the study, checked against the paper", "", "## The paper's claims", "",
              ", ".join(f"{n[v]} {v}" for v in VERDICTS) + ". Every number below comes from this run's tables "
              "(perplexity: word perplexity; accuracy: mean zero-shot acc); the protocol (what a mask may see), the "
-             "units pruned and the normalisation are named beside each. The paper's numbers are OPT models on "
-             "WikiText2 and its 7 tasks, with masks that reached heads only.", "",
+             "units pruned and the normalisation are named beside each. " + paper.load()["about"], "",
              "| claim | paper | ours | verdict | why |", "|---|---|---|---|---|"]
     for c, v in verdicts:
         lines.append(f"| {_cell(c.text)} | {_cell(c.paper)} | {_cell(v.ours)} | **{v.verdict}** | {_cell(v.why)} |")
@@ -145,8 +146,8 @@ def cmd_report(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="one model's report: the paper's claims held / not held / not testable, and each "
-                       "figure and table of the paper beside ours, from its tables")
+    p = sub.add_parser("report-claims", help="one model's report: the paper's claims held / not held / not "
+                       "testable, and each figure and table of the paper beside ours, from its tables")
     p.add_argument("--model-name", required=True)
     p.add_argument("--ablations", default=None, help="tables/{model}/ablations.csv")
     p.add_argument("--predictors", default=None, help="tables/{model}/predictors.csv")

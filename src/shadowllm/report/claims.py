@@ -5,7 +5,8 @@ one comparison, the paper's own pairing at the paper's setting (or the nearest t
 95 % interval (report/stats.py): held when the interval excludes no difference in the claim's favour, not held
 when it excludes it against the claim, otherwise not resolved. Our other pairings follow it, each with its own
 interval and mark, and decide nothing. A claim the run has no tables for is not testable here. A new claim is
-one decorated function, like a criterion or a mask source.
+one decorated function, like a criterion or a mask source, plus its entry in paper.yaml (what it says, the paper's
+numbers and the sparsity it compares at): no paper number is written here.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from .. import paper
 from ..ablations.tables import pooled_shots
 from . import stats
 
@@ -34,16 +36,19 @@ class Verdict:
 class Claim:
     key: str
     text: str
-    paper: str         # the paper's numbers (from ../shared/paper/reference-numbers.md)
+    paper: str         # the paper's numbers as printed (src/shadowllm/paper.yaml)
     judge: Callable[["Tables"], Verdict]
 
 
 CLAIMS: dict[str, Claim] = {}
 
 
-def claim(key: str, text: str, paper: str):
+def claim(key: str):
+    """Register fn(t, ref) as the judge of claim `key`: ref is its paper.yaml entry (text, numbers, sparsity)."""
+    ref = paper.claim(key)
+
     def deco(fn):
-        CLAIMS[key] = Claim(key, text, paper, fn)
+        CLAIMS[key] = Claim(key, ref["text"], ref["paper"], lambda t: fn(t, ref))
         return fn
     return deco
 
@@ -203,29 +208,27 @@ def _near(have: list[float], want: float) -> list[float]:
 
 # ---- the claims -------------------------------------------------------------------------------------------
 
-@claim("plainact_beats_magnitude", "PlainAct (gradient x activation) ranks heads better than magnitude (l2_norm)",
-       "OPT-1.3B, heads, static global, raw scores, 50 %: WikiText2 ppl 42.8 vs 376.5")
-def _plainact_vs_l2(t: Tables) -> Verdict:
+@claim("plainact_beats_magnitude")
+def _plainact_vs_l2(t: Tables, ref: dict) -> Verdict:
     rows = []
     for units in t.units_order(("heads", "both")):
         for norm in t.normalisations() or [None]:
-            for s in _near(t.sparsities(source="static", criterion="plainact", units=units), 0.5):
+            for s in _near(t.sparsities(source="static", criterion="plainact", units=units), ref["sparsity"]):
                 a, b = (t.arm("static", c, units, s, normalize=norm) for c in ("plainact", "l2_norm"))
                 rows.append(_row(t, f"static {units} {s:.0%}" + (f" {norm}" if norm else ""), PPL, a, b))
-    for s in _near(t.sparsities(source="oracle", criterion="plainact", units="heads"), 0.5):
+    for s in _near(t.sparsities(source="oracle", criterion="plainact", units="heads"), ref["sparsity"]):
         a, b = (t.arm("oracle", c, "heads", s, protocol="gold") for c in ("plainact", "l2_norm"))
         rows.append(_row(t, f"oracle heads {s:.0%}", PPL, a, b))
     return decide(rows, "the grid has no static plainact and l2_norm points at one sparsity",
-                  "perplexity, global top-k, plainact vs l2_norm", paper=f"static heads 50% {t.normalize}"
-                  if t.normalisations() else "static heads 50%")
+                  "perplexity, global top-k, plainact vs l2_norm", paper=f"static heads {ref['sparsity']:.0%}"
+                  + (f" {t.normalize}" if t.normalisations() else ""))
 
 
-@claim("fisher_plainact_lead", "Fisher and PlainAct are the best static criteria",
-       "OPT-1.3B, heads, 50 %: Fisher 33.6, PlainAct 42.8, then NWOT 45.2 ... L2Norm 376.5")
-def _criteria_rank(t: Tables) -> Verdict:
+@claim("fisher_plainact_lead")
+def _criteria_rank(t: Tables, ref: dict) -> Verdict:
     d = t.ablations
     for units in t.units_order(("heads", "both")):
-        for s in _near(t.sparsities(source="static", units=units), 0.5):
+        for s in _near(t.sparsities(source="static", units=units), ref["sparsity"]):
             vals = {}
             for c in sorted(set(d[(d.source == "static") & (d.units == units)].criterion)):
                 v = t.ppl(**t.arm("static", c, units, s))
@@ -244,21 +247,20 @@ def _criteria_rank(t: Tables) -> Verdict:
     return Verdict(UNTESTABLE, "-", "fewer than three static criteria (with fisher or plainact) at one sparsity")
 
 
-@claim("global_beats_local", "Global top-k (one budget over all layers) beats local (per-layer) top-k",
-       "OPT-1.3B ShadowLLM, 20/30/40/50 %: global 17.21/18.62/22.37/30.75 vs local 17.71/19.61/23.59/36.80")
-def _global_local(t: Tables) -> Verdict:
+@claim("global_beats_local")
+def _global_local(t: Tables, ref: dict) -> Verdict:
     rows = []
     for src, proto in (("predicted", "sequence"), ("static", "none")):
         for units in t.units_order(("both", "heads")):
-            for s in _near(t.sparsities(source=src, style="local", units=units), 0.5):
+            for s in _near(t.sparsities(source=src, style="local", units=units), ref["sparsity"]):
                 a, b = (t.arm(src, "plainact", units, s, style=st, protocol=proto) for st in ("global", "local"))
                 rows.append(_row(t, f"{'ShadowLLM' if src == 'predicted' else src} {units} {s:.0%}", PPL, a, b))
     return decide(rows, "no local points in the grid", "plainact, perplexity, global vs local", paper="ShadowLLM")
 
 
-def _sd_rows(t: Tables, metric: str, protocols: tuple) -> list[Row | None]:
+def _sd_rows(t: Tables, metric: str, protocols: tuple, at: float) -> list[Row | None]:
     """ShadowLLM vs DejaVu: the paper's pairing first (ShadowLLM plainact global vs DejaVu l2_norm, which runs
-    local), then the same-criterion pair and the same-style pair, at every protocol and sparsity."""
+    local), then the same-criterion pair and the same-style pair, at every protocol and sparsity (nearest `at`)."""
     rows = []
     pairs = [("paper's pair: ShadowLLM plainact global vs DejaVu l2_norm", "plainact", "global", "l2_norm"),
              ("same criterion: ShadowLLM plainact global vs DejaVu plainact", "plainact", "global", "plainact"),
@@ -266,51 +268,48 @@ def _sd_rows(t: Tables, metric: str, protocols: tuple) -> list[Row | None]:
     for label, crit, style, dcrit in pairs:
         for proto in protocols:
             for units in t.units_order(("both", "heads")):
-                for s in _near(t.sparsities(source="predicted", protocol=proto, units=units), 0.5):
+                for s in _near(t.sparsities(source="predicted", protocol=proto, units=units), at):
                     a = t.arm("predicted", crit, units, s, style=style, protocol=proto)
                     b = t.arm("dejavu", dcrit, units, s, style="local", protocol=proto)
                     rows.append(_row(t, f"{label}, {proto}, {units} {s:.0%}", metric, a, b))
     return rows
 
 
-@claim("shadowllm_beats_dejavu_ppl", "One ShadowLLM predictor beats per-layer DejaVu-style predictors (perplexity)",
-       "OPT-13B, ShadowLLM global vs DejaVu (l2_norm-trained), 40/50/60 %: 12.70/13.90/17.10 vs 13.00/17.37/3380; "
-       "OPT-30B 50 %: 12.13 vs 35.05")
-def _shadow_dejavu(t: Tables) -> Verdict:
-    return decide(_sd_rows(t, PPL, ("sequence", "token")), "no predicted and dejavu points with perplexity",
+@claim("shadowllm_beats_dejavu_ppl")
+def _shadow_dejavu(t: Tables, ref: dict) -> Verdict:
+    return decide(_sd_rows(t, PPL, ("sequence", "token"), ref["sparsity"]),
+                  "no predicted and dejavu points with perplexity",
                   "perplexity", paper="paper's pair")
 
 
-@claim("shadowllm_beats_dejavu_acc", "ShadowLLM keeps more zero-shot accuracy than DejaVu-style at high sparsity",
-       "OPT-13B mean accuracy (7 tasks), 50 % / 70 %: 61.19 vs 58.32, 56.97 vs 46.71")
-def _shadow_dejavu_acc(t: Tables) -> Verdict:
-    return decide(_sd_rows(t, "acc", ("sequence", "prompt")), "no zero-shot predicted and dejavu points",
+@claim("shadowllm_beats_dejavu_acc")
+def _shadow_dejavu_acc(t: Tables, ref: dict) -> Verdict:
+    return decide(_sd_rows(t, "acc", ("sequence", "prompt"), ref["sparsity"]),
+                  "no zero-shot predicted and dejavu points",
                   f"mean acc over {t.questions or 'the'} questions", paper="paper's pair")
 
 
-@claim("predicted_beats_static", "Predicted masks beat the static ranking they cost extra to run (the premise)",
-       "implicit in the paper: contextual sparsity is worth a predictor only if it beats one static mask")
-def _predicted_vs_static(t: Tables) -> Verdict:
+@claim("predicted_beats_static")
+def _predicted_vs_static(t: Tables, ref: dict) -> Verdict:
     rows = []
     for metric, protos in ((PPL, ("sequence", "token")), ("acc", ("sequence", "prompt"))):
         for proto in protos:
             for units in t.units_order(("both", "heads")):
-                for s in _near(t.sparsities(source="predicted", protocol=proto, units=units), 0.5):
+                for s in _near(t.sparsities(source="predicted", protocol=proto, units=units), ref["sparsity"]):
                     a = t.arm("predicted", "plainact", units, s, protocol=proto)
                     b = t.arm("static", "plainact", units, s)
                     rows.append(_row(t, f"ShadowLLM vs static, {'perplexity' if metric == PPL else 'acc'}, "
                                         f"{proto}, {units} {s:.0%}", metric, a, b))
     for units in ("both", "heads"):
-        for s in _near(t.sparsities(source="oracle", criterion="plainact", units=units), 0.5):
+        for s in _near(t.sparsities(source="oracle", criterion="plainact", units=units), ref["sparsity"]):
             a = t.arm("oracle", "plainact", units, s, protocol="gold")
             rows.append(_row(t, f"(ceiling) oracle vs static, perplexity, {units} {s:.0%}", PPL, a,
                              t.arm("static", "plainact", units, s)))
     return decide(rows, "no predicted and static plainact points at one sparsity", "plainact, global top-k")
 
 
-@claim("fewshot_traces_help", "Importance traced on few-shot contexts gives better static masks than 0-shot",
-       "Fisher, WikiText2 at 40 %: 0-shot 31.8, 3-shot 22.9, 5-shot 21.4")
-def _fewshot(t: Tables) -> Verdict:
+@claim("fewshot_traces_help")
+def _fewshot(t: Tables, ref: dict) -> Verdict:
     d = t.ablations
     if d is None:
         return Verdict(UNTESTABLE, "-", "no ablation table")
@@ -325,7 +324,7 @@ def _fewshot(t: Tables) -> Verdict:
     rows = []
     for crit in crits:
         for units in t.units_order(("both", "heads")):
-            for s in _near(t.sparsities(source="static", criterion=crit, shots=k, units=units), 0.4):
+            for s in _near(t.sparsities(source="static", criterion=crit, shots=k, units=units), ref["sparsity"]):
                 a, b = (t.arm("static", crit, units, s, shots=sh) for sh in (k, "0"))
                 rows.append(_row(t, f"{crit} {units} {s:.0%}", PPL, a, b))
     return decide(rows, "no criterion has both a 0-shot and a k-shot static point",
@@ -345,9 +344,8 @@ def _rho(t: Tables) -> pd.DataFrame | None:
     return p
 
 
-@claim("first_layer_predictor_suffices", "A first-layer predictor ranks at least as well as per-layer predictors",
-       "Spearman rho, mean over tasks and criteria: ShadowLLM 0.810, DejaVu per-layer 0.759")
-def _predictor_design(t: Tables) -> Verdict:
+@claim("first_layer_predictor_suffices")
+def _predictor_design(t: Tables, ref: dict) -> Verdict:
     p = _rho(t)
     if p is None or p.empty:
         return Verdict(UNTESTABLE, "-", "no predictor table")
@@ -363,23 +361,18 @@ def _predictor_design(t: Tables) -> Verdict:
                    ("holds zero" if verdict == UNRESOLVED else "excludes zero"))
 
 
-PAPER_RHO_HEADS = {"snip": 0.999, "l2_norm": 0.979, "grad_norm": 0.968, "plainact": 0.922, "nwot": 0.786,
-                   "fisher": 0.683, "grasp": 0.013}
-
-
-@claim("predictor_ordering", "Predictors learn the criteria in the paper's order (Fig. 5: SNIP, L2Norm, GradNorm, "
-       "PlainAct, NWOT, Fisher, GRASP)",
-       "OPT-1.3B heads, ShadowLLM Spearman: " + ", ".join(f"{k} {v}" for k, v in PAPER_RHO_HEADS.items()))
-def _predictor_ordering(t: Tables) -> Verdict:
+@claim("predictor_ordering")
+def _predictor_ordering(t: Tables, ref: dict) -> Verdict:
     p = _rho(t)
     if p is None or p.empty:
         return Verdict(UNTESTABLE, "-", "no predictor table")
     ours = p[(p.design == "shadowllm") & (p.unit == "heads")].groupby("criterion").value.mean()
-    common = [c for c in PAPER_RHO_HEADS if c in ours.index]
+    theirs = ref["values"]                 # the paper's rho per criterion, heads
+    common = [c for c in theirs if c in ours.index]
     if len(common) < 4:
         return Verdict(UNTESTABLE, ", ".join(f"{c} {v:.3f}" for c, v in ours.items()) or "-",
                        f"{len(common)} of the paper's criteria were trained here; the ordering needs at least 4")
-    r, p_hi, p_lo = stats.rank_agreement(np.array([PAPER_RHO_HEADS[c] for c in common]), ours[common].to_numpy())
+    r, p_hi, p_lo = stats.rank_agreement(np.array([theirs[c] for c in common]), ours[common].to_numpy())
     text = (", ".join(f"{c} {ours[c]:.3f}" for c in sorted(common, key=lambda c: -ours[c]))
             + f"; rank correlation with the paper's order {r:+.2f} (permutation p = {p_hi:.3f} for agreement, "
               f"{p_lo:.3f} for reversal; {len(common)} criteria)")
@@ -388,9 +381,8 @@ def _predictor_ordering(t: Tables) -> Verdict:
                                   "not held: it is reversed beyond that; else not resolved")
 
 
-@claim("predictor_flops_lower", "A ShadowLLM predictor costs fewer FLOPs per token than DejaVu's per-layer ones",
-       "DejaVu N(E p + p(H+F)) vs ShadowLLM E p + p N(H+F), p = 1024")
-def _flops(t: Tables) -> Verdict:
+@claim("predictor_flops_lower")
+def _flops(t: Tables, ref: dict) -> Verdict:
     d = t.flops
     if d is None or d.empty:
         return Verdict(UNTESTABLE, "-", "no predictor-FLOPs table in this run")
@@ -416,13 +408,12 @@ def _lat_text(a, b, mark: int, what: str) -> str:
             f"{ {1: HELD, -1: NOT_HELD, 0: UNRESOLVED}[mark]})")
 
 
-@claim("per_token_shadowllm_faster_than_dejavu", "Re-predicting per token, ShadowLLM decodes faster than DejaVu",
-       "A100, 50 %: ShadowLLM 12 % faster at OPT-13B (1154 vs 1315 ms per call); 11.6-19.2 % over the 30B sweep")
-def _latency(t: Tables) -> Verdict:
+@claim("per_token_shadowllm_faster_than_dejavu")
+def _latency(t: Tables, ref: dict) -> Verdict:
     d = t.latency
     if d is None or d.empty:
         return Verdict(UNTESTABLE, "-", "no latency table in this run")
-    d = d[d.sparsity.astype(float) == 0.5]
+    d = d[d.sparsity.astype(float) == ref["sparsity"]]
     found = []
     for key, g in d.groupby([k for k in LAT_KEYS if k in d], dropna=False):
         a, b = g[g["mode"] == "shadowllm-token"], g[g["mode"] == "dejavu"]
@@ -446,9 +437,8 @@ def _latency(t: Tables) -> Verdict:
                    "interquartile ranges of the repeated calls is a tie")
 
 
-@claim("latency_grows_with_size_and_length", "Decode latency grows with model size and with generation length",
-       "Fig. 11: 1.3B to 66B, 539 to 3085 ms per call (ShadowLLM, 50 %); longer generations take longer")
-def _latency_trends(t: Tables) -> Verdict:
+@claim("latency_grows_with_size_and_length")
+def _latency_trends(t: Tables, ref: dict) -> Verdict:
     d = t.latency
     if d is None or d.empty or "params_b" not in d:
         return Verdict(UNTESTABLE, "-", "no latency table in this run")

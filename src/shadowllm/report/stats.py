@@ -61,7 +61,7 @@ def _match(samples: pd.DataFrame, axes: dict) -> pd.DataFrame:
 def arm(samples: pd.DataFrame, metric: str, **axes) -> pd.DataFrame:
     """The rows of one arm: the grid points matching `axes`, the right task kind for `metric`. Points that differ
     in an axis other than the pooled ones are refused, naming the axis (the caller must fix it)."""
-    from ..ablations.grid import AXES
+    from ..layout.grid import AXES
 
     d = _match(samples, axes)
     col = "ll" if metric in PPL_METRICS else metric

@@ -4,13 +4,14 @@
     w = DecoderWeights.from_hf(model)          # a stock OPT or Llama; or DecoderWeights.random(parse_size("llama-3-8b"))
     dec = SparseDecoder(w, mode="shadowllm-prompt", sparsity=0.5)
     tokens = dec.generate(prompt_ids, n_new=32)
+(parse_size and the model shapes: shadowllm.shapes)
 """
-from .bench import make_static_mask, roofline_ms, weight_bytes_per_token
-from .decoder import KV_POLICIES, MODES, TOKEN_MODES, SparseDecoder, SparseOPT
+from .bench import make_static_mask
+from .decoder import SparseDecoder
+from .modes import KV_POLICIES, MODE_SPECS, MODES, TOKEN_MODES, ModeSpec
 from .predictors import DejaVuPredictor, ShadowPredictor
-from .shapes import LLAMA_SHAPES, OPT_SHAPES, ModelShape, OPTShape, parse_size
-from .weights import DecoderWeights, OPTWeights
+from .roofline import roofline_ms, weight_bytes_per_token
+from .weights import DecoderWeights
 
-__all__ = ["MODES", "KV_POLICIES", "TOKEN_MODES", "DecoderWeights", "SparseDecoder", "OPTWeights", "SparseOPT",
-           "make_static_mask", "weight_bytes_per_token", "roofline_ms", "DejaVuPredictor", "ShadowPredictor",
-           "OPT_SHAPES", "LLAMA_SHAPES", "ModelShape", "OPTShape", "parse_size"]
+__all__ = ["MODES", "MODE_SPECS", "ModeSpec", "KV_POLICIES", "TOKEN_MODES", "DecoderWeights", "SparseDecoder",
+           "make_static_mask", "weight_bytes_per_token", "roofline_ms", "DejaVuPredictor", "ShadowPredictor"]

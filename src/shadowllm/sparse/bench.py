@@ -8,18 +8,21 @@ ratios to the roofline and to dense (always run, in the same round-robin group o
 from __future__ import annotations
 
 import csv
-import math
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..defaults import schema_default
 from ..io import atomic_path
 from ..provenance import write_meta
-from .decoder import MODES, TOKEN_MODES, SparseDecoder
-from .predictors import DejaVuPredictor, ShadowPredictor
-from .shapes import parse_size
+from ..shapes import parse_size
+from .decoder import SparseDecoder
+from .modes import MODE_SPECS, MODES
+from .predictors import random_predictor
+from .roofline import roofline_ms, weight_bytes_per_token
 from .weights import DecoderWeights
 
 FIELDS = ["model", "layers", "hidden", "heads", "kv_heads", "ffn", "params_b", "dtype", "device", "device_name", "threads", "batch",
@@ -27,8 +30,6 @@ FIELDS = ["model", "layers", "hidden", "heads", "kv_heads", "ffn", "params_b", "
           "repeats", "prefill_ms", "prefill_ms_iqr", "ms_per_token", "ms_per_token_iqr", "ms_per_token_min", "call_ms",
           "call_ms_iqr", "weight_bytes_per_token", "bandwidth_gbs", "roofline_ms_per_token",
           "ratio_to_roofline", "ratio_to_dense", "speedup_vs_dense", "placement", "predictor"]
-_KIND = {"shadowllm-prompt": "shadow", "shadowllm-token": "shadow", "dejavu": "dejavu"}
-PREDICTOR_MODES = ("shadowllm-prompt", "shadowllm-token", "dejavu")  # the modes that use `placement`
 
 
 def make_static_mask(weights: DecoderWeights, sparsity: float, seed: int = 0, batch: int = 1):
@@ -39,60 +40,6 @@ def make_static_mask(weights: DecoderWeights, sparsity: float, seed: int = 0, ba
     hs = torch.rand(batch, weights.L, weights.H, generator=g)
     ns = torch.rand(batch, weights.L, weights.F, generator=g)
     return mask_from_scores(hs, ns, sparsity, "local")
-
-
-# ---- bytes of weights read per decoded token (the roofline's numerator) -------------------------------
-
-def layer_bytes(w: DecoderWeights, l: int = 1, head_frac: float = 1.0, neuron_frac: float = 1.0,
-                kv_frac: float | None = None) -> int:
-    """Layer l's attention and FFN matrices + biases at these kept fractions (query heads, neurons, KV heads;
-    kv_frac None: head_frac), plus its norms."""
-    lw = w.layers[l]
-    es = lw.w1.element_size()
-    d, Hd, KVd, Fn = w.d, w.H * w.dh, w.Hkv * w.dh, w.F
-    kv_frac = head_frac if kv_frac is None else kv_frac
-    qo = (2 * Hd * d + (Hd if lw.bqkv is not None else 0)) * head_frac
-    kv = 2 * KVd * (d + (1 if lw.bqkv is not None else 0)) * kv_frac
-    ffn = ((3 if lw.w3 is not None else 2) * Fn * d + (Fn if lw.b1 is not None else 0)) * neuron_frac
-    small = sum(t.numel() for t in (lw.ln1_w, lw.ln1_b, lw.ln2_w, lw.ln2_b, lw.bo, lw.b2) if t is not None)
-    return int((qo + kv + ffn + small) * es)
-
-
-def head_bytes(w: DecoderWeights) -> int:
-    """lm_head (+ project_in / project_out) read per decoded token."""
-    es = w.lm_head.element_size()
-    n = w.lm_head.numel() + (w.project_out.numel() if w.project_out is not None else 0)
-    n += (w.project_in.numel() if w.project_in is not None else 0)
-    return n * es
-
-
-def weight_bytes_per_token(dec: SparseDecoder) -> int:
-    """Weights one decode step of `dec` reads: its dense layers, its slices or gathered rows, predictors."""
-    w = dec.w
-    first = 1 if dec.mode == "static" else dec.placement + 1  # layers before `first` run dense
-    n = head_bytes(w) + sum(layer_bytes(w, l) for l in range(first))
-    for l in range(first, dec.L):
-        if dec.mode == "dense":
-            n += layer_bytes(w, l)
-        elif dec.mode in ("static", "shadowllm-prompt"):
-            s = dec.slices[l] if dec.B is not None else None
-            nh, nf = (s.nh, s.nf_pad) if s is not None else (dec.kh, dec.kf)
-            nkv = s.nkv if s is not None else min(dec.kh, dec.Hkv)
-            n += layer_bytes(w, l, nh / dec.H, nf / dec.F, nkv / dec.Hkv)
-        else:  # per sequence: its active rows; K/V rows dense (full) or one KV head per active head (active)
-            hf = dec.kh / dec.H
-            kvf = 1.0 / (dec.B or 1) if dec.kv_policy == "full" else dec.kh / dec.Hkv
-            n += (dec.B or 1) * layer_bytes(w, l, hf, dec.kf / dec.F, kvf)
-    if dec.shadow is not None and dec.mode == "shadowllm-token":  # prompt mode: once per sequence
-        n += dec.shadow.n_params() * w.lm_head.element_size()
-    if dec.dejavu_pred is not None:
-        n += dec.dejavu_pred.n_params(first=dec.placement + 1) * w.lm_head.element_size()
-    return int(n)
-
-
-def roofline_ms(nbytes: int, bandwidth_gbs: float) -> float:
-    """ms to read nbytes at the measured bandwidth (nan when there is none)."""
-    return nbytes / (bandwidth_gbs * 1e9) * 1e3 if bandwidth_gbs and not math.isnan(bandwidth_gbs) else float("nan")
 
 
 def device_name(dev: torch.device) -> str:
@@ -206,9 +153,9 @@ def build_weights(model: str, dtype: torch.dtype, device: str, seed: int = 0):
 
 
 def _trained_predictors(paths, w, placement: int):
-    """{kind: decoder predictor} and {kind: file} from trained predictor files that fit the weights `w`."""
+    """{design: decoder predictor} and {design: file} from trained predictor files that fit the weights `w`."""
     from ..predictors.model import load_predictor
-    from .predictors import DejaVuPredictor, ShadowPredictor
+    from .predictors import from_trained
 
     preds, src = {}, {}
     for path in paths or ():
@@ -216,21 +163,181 @@ def _trained_predictors(paths, w, placement: int):
         if pred.placement != placement:
             raise ValueError(f"{path}: predictor trained at placement {pred.placement}, the bench runs placement "
                              f"{placement}")
-        if pred.design not in ("shadowllm", "dejavu"):
-            raise ValueError(f"{path}: a {pred.design!r} predictor; the decoder runs 'shadowllm' or 'dejavu' ones "
-                             "(fullseq reads the whole sequence, so it cannot decide a mask before decoding)")
-        kind = "shadow" if pred.design == "shadowllm" else "dejavu"
-        view = ShadowPredictor.from_trained(pred) if kind == "shadow" else DejaVuPredictor.from_trained(pred)
-        preds[kind], src[kind] = view.to(device=w.device, dtype=w.dtype), str(path)
+        try:
+            view = from_trained(pred)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        preds[pred.design], src[pred.design] = view.to(device=w.device, dtype=w.dtype), str(path)
     return preds, src
 
 
-def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="cpu", batch=1, prompt_len=128,
-             repeats=5, warmup=1, cuda_graph: bool | None = None, kv_policy="full", gather="auto",
-             lookahead: bool | None = None, predictor_hidden=1024, seed=0, log=print, bandwidth=None,
-             time_budget_s: float | None = None, on_row=None, placement: int = 0, predictors=()):
+@dataclass
+class _Grid:
+    """One grid's settings, shared by every (model, generated tokens, group) it times."""
+    modes: list
+    dtype: torch.dtype
+    dev: torch.device
+    batch: int
+    prompt_len: int
+    repeats: int
+    warmup: int
+    use_graph: bool
+    kv_policy: str
+    gather: str
+    lookahead: bool
+    predictor_hidden: int
+    seed: int
+    placement: int
+    bw: float
+    log: object
+
+    def groups(self, sparsities) -> list[list[tuple[str, float]]]:
+        """(mode, sparsity) runs timed together, dense first: one group per sparsity on CPU (round-robin), one
+        per generation length on GPU (one dense run; exclusive device, less noise)."""
+        if self.dev.type == "cpu":
+            return [[("dense", 0.0)] + [(m, s) for m in self.modes if m != "dense"] for s in sparsities]
+        return [[("dense", 0.0)] + [(m, s) for s in sparsities for m in self.modes if m != "dense"]]
+
+    def make(self, model: "_Model", mode: str, sp: float, gen: int, la: bool):
+        """The decoder of one run and its Timer."""
+        spec, w = MODE_SPECS[mode], model.w
+        kw = {"static_mask": make_static_mask(w, sp, self.seed, batch=1)} if spec.reads == "static mask" else {}
+        if spec.predictor != "none":
+            kw["shadow" if spec.predictor == "shadowllm" else "dejavu"] = model.predictor(spec.predictor)
+        dec = SparseDecoder(w, mode, sp, predictor_hidden=self.predictor_hidden, kv_policy=self.kv_policy,
+                            gather=self.gather, lookahead=la and spec.predictor == "dejavu", seed=self.seed,
+                            placement=self.placement if spec.placed else 0, **kw)
+        return dec, Timer(dec, self.batch, self.prompt_len, gen, self.use_graph, self.seed)
+
+    def _timed(self, dec, t) -> tuple:
+        return t.stats(), weight_bytes_per_token(dec), dec.ops.backend if dec.ops else "", dec.lookahead
+
+    def time_interleaved(self, model: "_Model", group, gen: int) -> dict:
+        """CPU: round-robin over the group's decoders so load changes hit all alike."""
+        timers = [(key, *self.make(model, *key, gen, self.lookahead)) for key in group]
+        for _ in range(self.warmup):
+            for _, _, t in timers:
+                t.one(keep=False)
+        for _ in range(self.repeats):
+            for _, _, t in timers:
+                t.one()
+        return {key: self._timed(dec, t) for key, dec, t in timers}
+
+    def time_each(self, model: "_Model", group, gen: int) -> dict:
+        """GPU: one decoder after another. A failure (e.g. a graph capture this torch refuses) costs one row, not
+        the grid; DejaVu retries without its side-stream lookahead, and the row says so."""
+        results, la = {}, self.lookahead
+        for key in group:
+            for la_try in ([la, False] if (la and MODE_SPECS[key[0]].predictor == "dejavu") else [la]):
+                try:
+                    dec, t = self.make(model, *key, gen, la_try)
+                    for _ in range(self.warmup):
+                        t.one(keep=False)
+                    for _ in range(self.repeats):
+                        t.one()
+                    results[key] = self._timed(dec, t)
+                    break
+                except Exception as e:  # noqa: BLE001 - logged, row skipped
+                    self.log(f"[bench] FAILED {model.info['model']} gen={gen} {key[0]} s={key[1]:.2f} "
+                             f"lookahead={la_try}: {e!r}")
+                    if key[0] == "dense":
+                        raise
+                finally:
+                    dec = t = None
+                    self.free()
+        return results
+
+    def free(self) -> None:
+        if self.dev.type == "cuda":
+            try:
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
+            except Exception as e:  # noqa: BLE001
+                self.log(f"[bench] CUDA clean-up failed: {e!r}")
+
+    def row(self, model: "_Model", gen: int, mode: str, sp: float, timed: tuple, dense_ms: float) -> dict:
+        spec, (r, nbytes, backend, used_la) = MODE_SPECS[mode], timed
+        roof = roofline_ms(nbytes, self.bw)
+        cpu = self.dev.type == "cpu"
+        return dict(model.info, dtype=str(self.dtype).replace("torch.", ""), device=str(self.dev),
+                    device_name=model.dev_name, threads=torch.get_num_threads() if cpu else "", batch=self.batch,
+                    prompt_len=self.prompt_len, gen_tokens=gen, sparsity=sp, mode=mode,
+                    kv_policy=self.kv_policy if spec.per_token else "", gather=backend,
+                    lookahead=bool(used_la and spec.predictor == "dejavu"), cuda_graph=self.use_graph,
+                    repeats=self.repeats, **r, weight_bytes_per_token=nbytes, bandwidth_gbs=round(self.bw, 2),
+                    roofline_ms_per_token=roof, ratio_to_roofline=r["ms_per_token"] / roof,
+                    ratio_to_dense=r["ms_per_token"] / dense_ms, speedup_vs_dense=dense_ms / r["ms_per_token"],
+                    placement=self.placement if spec.placed else "",
+                    predictor=model.src.get(spec.predictor, ""))
+
+
+class _Model:
+    """One model's weights and its predictors (trained ones from files, else random; shared by every run)."""
+
+    def __init__(self, name: str, grid: _Grid, paths, dev_name: str):
+        self.w, self.info = build_weights(name, grid.dtype, str(grid.dev), grid.seed)
+        self.grid, self.dev_name = grid, dev_name
+        w = self.w
+        if any(MODE_SPECS[m].placed for m in grid.modes) and not 0 <= grid.placement < w.L:
+            raise ValueError(f"placement layer {grid.placement} is outside {self.info['model']}'s layers "
+                             f"0..{w.L - 1}")
+        self.preds, self.src = _trained_predictors(paths, w, grid.placement)
+
+    def predictor(self, design: str):
+        if design not in self.preds:
+            self.src[design] = "random"
+            self.preds[design] = random_predictor(design, self.w, self.grid.predictor_hidden, self.grid.seed)
+        return self.preds[design]
+
+
+def _lat(key: str):
+    """A latency setting's default: the schema's, as for a configured bench and the bench-latency flags."""
+    return schema_default(f"latency.{key}")
+
+
+def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device=_lat("device"), batch=_lat("batch"),
+             prompt_len=_lat("prompt_len"), repeats=_lat("repeats"), warmup=_lat("warmup"),
+             cuda_graph: bool | None = None, kv_policy=_lat("kv_policy"), gather="auto",
+             lookahead: bool | None = _lat("lookahead"), predictor_hidden=1024, seed=0, log=print, bandwidth=None,
+             time_budget_s: float | None = None, on_row=None, placement: int = _lat("placement"), predictors=()):
     """predictors: trained predictor files (shadowllm and / or dejavu design) replacing the random weights of
-    their modes; their placement is the grid's placement."""
+    their modes; their placement is the grid's placement. dtype: a torch dtype name (the schema's "auto" is
+    resolved by config.latency_bench)."""
+    grid = _grid(modes, dtype, device, cuda_graph, lookahead, bandwidth, log, batch=batch, prompt_len=prompt_len,
+                 repeats=repeats, warmup=warmup, kv_policy=kv_policy, gather=gather,
+                 predictor_hidden=predictor_hidden, seed=seed, placement=placement)
+    dev_name = device_name(grid.dev)
+    log(f"[bench] device {grid.dev}, measured copy bandwidth {grid.bw:.1f} GB/s, threads {torch.get_num_threads()}")
+    t_start = time.time()
+    rows = []
+    for name in models:
+        model = _Model(name, grid, predictors, dev_name)
+        for gen in gen_tokens:
+            dense_logged = False  # report dense once per (model, gen), if asked for
+            for group in grid.groups(sparsities):
+                if time_budget_s and time.time() - t_start > time_budget_s:
+                    log(f"[bench] time budget {time_budget_s}s spent; stopping")
+                    return rows, grid.bw
+                timed = (grid.time_interleaved if grid.dev.type == "cpu" else grid.time_each)(model, group, gen)
+                dense_ms = timed[("dense", 0.0)][0]["ms_per_token"]
+                for (mode, sp), res in timed.items():
+                    row = grid.row(model, gen, mode, sp, res, dense_ms)
+                    if mode == "dense":
+                        if "dense" not in modes or dense_logged:
+                            continue
+                        dense_logged = True
+                    rows.append(row)
+                    if on_row is not None:
+                        on_row(rows)
+                    _log_row(log, row)
+        model = None  # free the weights before the next model
+        if grid.dev.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows, grid.bw
+
+
+def _grid(modes, dtype, device, cuda_graph, lookahead, bandwidth, log, **kw) -> _Grid:
+    """Checked settings: modes, dtype, device; CUDA graphs and DejaVu lookahead default to on on CUDA."""
     from ..loading import resolve_dtype
 
     for m in modes:
@@ -242,118 +349,16 @@ def run_grid(models, modes, sparsities, gen_tokens, *, dtype="float32", device="
         raise ValueError("device cuda requested but CUDA is not available")
     use_graph = (dev.type == "cuda") if cuda_graph is None else bool(cuda_graph)
     if use_graph and dev.type != "cuda":
-        raise ValueError("CUDA graphs need --device cuda")
+        raise ValueError(f"CUDA graphs need --device cuda, not {device!r}")
     la = (dev.type == "cuda") if lookahead is None else bool(lookahead)
-    bw = bandwidth or measure_bandwidth(dev)
-    dev_name = device_name(dev)
-    log(f"[bench] device {dev}, measured copy bandwidth {bw:.1f} GB/s, threads {torch.get_num_threads()}")
-    interleave = dev.type == "cpu"
-    t_start = time.time()
-    rows = []
-    for model in models:
-        w, info = build_weights(model, tdt, device, seed)
-        if any(m in PREDICTOR_MODES for m in modes) and not 0 <= placement < w.L:
-            raise ValueError(f"placement layer {placement} is outside {info['model']}'s layers 0..{w.L - 1}")
-        preds, pred_src = _trained_predictors(predictors, w, placement)  # shared by every sparsity and length
+    return _Grid(list(modes), tdt, dev, use_graph=use_graph, lookahead=la, bw=bandwidth or measure_bandwidth(dev),
+                 log=log, **kw)
 
-        def predictor(kind):
-            if kind not in preds:
-                pred_src[kind] = "random"
-                cls = ShadowPredictor if kind == "shadow" else DejaVuPredictor
-                d_in = w.H * w.dh if kind == "shadow" else w.d   # attention output / the layer's input
-                preds[kind] = cls(d_in, w.L, w.H, w.F, predictor_hidden, w.dtype, w.device, seed)
-            return preds[kind]
 
-        dense_logged = False
-        for gen in gen_tokens:
-            groups = [[("dense", 0.0)] + [(m, s) for m in modes if m != "dense"] for s in sparsities]
-            if not interleave:  # one dense run per generation length on GPU (exclusive device, less noise)
-                groups = [[("dense", 0.0)] + [(m, s) for s in sparsities for m in modes if m != "dense"]]
-            for group in groups:
-                if time_budget_s and time.time() - t_start > time_budget_s:
-                    log(f"[bench] time budget {time_budget_s}s spent; stopping")
-                    return rows, bw
-
-                def make(mode, sp, la=la):
-                    kw = {"static_mask": make_static_mask(w, sp, seed, batch=1)} if mode == "static" else {}
-                    if mode in ("shadowllm-prompt", "shadowllm-token"):
-                        kw["shadow"] = predictor("shadow")
-                    elif mode == "dejavu":
-                        kw["dejavu"] = predictor("dejavu")
-                    dec = SparseDecoder(w, mode, sp, predictor_hidden=predictor_hidden, kv_policy=kv_policy,
-                                    gather=gather, lookahead=la and mode == "dejavu", seed=seed,
-                                    placement=placement if mode in PREDICTOR_MODES else 0, **kw)
-                    return dec, Timer(dec, batch, prompt_len, gen, use_graph, seed)
-
-                results = {}
-                if interleave:  # CPU: round-robin over the group's decoders so load changes hit all alike
-                    timers = [(key, *make(*key)) for key in group]
-                    for _ in range(warmup):
-                        for _, _, t in timers:
-                            t.one(keep=False)
-                    for _ in range(repeats):
-                        for _, _, t in timers:
-                            t.one()
-                    for key, dec, t in timers:
-                        results[key] = (t.stats(), weight_bytes_per_token(dec), dec.ops.backend if dec.ops else "",
-                                        dec.lookahead)
-                else:
-                    for key in group:
-                        # a failure (e.g. a graph capture this torch refuses) costs one row, not the grid;
-                        # DejaVu retries without its side-stream lookahead, and the row says so
-                        for la_try in ([la, False] if (la and key[0] == "dejavu") else [la]):
-                            try:
-                                dec, t = make(*key, la=la_try)
-                                for _ in range(warmup):
-                                    t.one(keep=False)
-                                for _ in range(repeats):
-                                    t.one()
-                                results[key] = (t.stats(), weight_bytes_per_token(dec),
-                                                dec.ops.backend if dec.ops else "", dec.lookahead)
-                                break
-                            except Exception as e:  # noqa: BLE001 - logged, row skipped
-                                log(f"[bench] FAILED {info['model']} gen={gen} {key[0]} s={key[1]:.2f} "
-                                    f"lookahead={la_try}: {e!r}")
-                                if key[0] == "dense":
-                                    raise
-                            finally:
-                                dec = t = None
-                                if dev.type == "cuda":
-                                    try:
-                                        torch.cuda.synchronize()
-                                        torch.cuda.empty_cache()
-                                    except Exception as e:  # noqa: BLE001
-                                        log(f"[bench] CUDA clean-up failed: {e!r}")
-                dense_ms = results[("dense", 0.0)][0]["ms_per_token"]
-                for (mode, sp), (r, nbytes, backend, used_la) in results.items():
-                    roof = roofline_ms(nbytes, bw)
-                    row = dict(info, dtype=str(tdt).replace("torch.", ""), device=str(dev), device_name=dev_name,
-                               threads=torch.get_num_threads() if dev.type == "cpu" else "", batch=batch,
-                               prompt_len=prompt_len, gen_tokens=gen, sparsity=sp, mode=mode,
-                               kv_policy=kv_policy if mode in TOKEN_MODES else "", gather=backend,
-                               lookahead=bool(used_la and mode == "dejavu"), cuda_graph=use_graph, repeats=repeats, **r,
-                               weight_bytes_per_token=nbytes, bandwidth_gbs=round(bw, 2),
-                               roofline_ms_per_token=roof, ratio_to_roofline=r["ms_per_token"] / roof,
-                               ratio_to_dense=r["ms_per_token"] / dense_ms,
-                               speedup_vs_dense=dense_ms / r["ms_per_token"],
-                               placement=placement if mode in PREDICTOR_MODES else "",
-                               predictor=pred_src.get(_KIND.get(mode), ""))
-                    if mode == "dense":  # report dense once per (model, gen), if asked for
-                        if "dense" not in modes or dense_logged:
-                            continue
-                        dense_logged = True
-                    rows.append(row)
-                    if on_row is not None:
-                        on_row(rows)
-                    log(f"[bench] {info['model']} gen={gen} {mode:16s} s={sp:.2f}: {r['ms_per_token']:8.2f} ms/token "
-                        f"(IQR {r['ms_per_token_iqr']:.2f}), prefill {r['prefill_ms']:.1f} ms, "
-                        f"x{row['speedup_vs_dense']:.2f} vs dense, {row['ratio_to_roofline']:.2f} x roofline")
-                results.clear()
-            dense_logged = False
-        w = preds = None  # free the weights before the next model
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
-    return rows, bw
+def _log_row(log, row: dict) -> None:
+    log(f"[bench] {row['model']} gen={row['gen_tokens']} {row['mode']:16s} s={row['sparsity']:.2f}: "
+        f"{row['ms_per_token']:8.2f} ms/token (IQR {row['ms_per_token_iqr']:.2f}), prefill {row['prefill_ms']:.1f} ms, "
+        f"x{row['speedup_vs_dense']:.2f} vs dense, {row['ratio_to_roofline']:.2f} x roofline")
 
 
 def _fmt(v):
@@ -377,29 +382,4 @@ def bench_and_write(out, config: dict, seed: int = 0, **kw):
     write_csv(out, rows)
     write_meta(out, config=config, seed=seed, device=str(kw.get("device", "cpu")), bandwidth_gbs=bw,
                threads=torch.get_num_threads())
-    return rows
-
-
-# ---- predictor FLOPs -------------------------------------------------------------------------------
-
-FLOPS_FIELDS = ["model", "layers", "hidden", "heads", "ffn", "p", "dejavu_macs", "shadowllm_macs",
-                "dejavu_over_shadowllm", "model_macs_per_token", "dejavu_pct_of_model", "shadowllm_pct_of_model"]
-
-
-def predictor_flops_rows(p: int = 1024, names=None):
-    """DejaVu N(E*p + p(H+F)) vs ShadowLLM E*p + p*N(H+F) multiply-accumulates per token (the paper's formulas)."""
-    from .shapes import OPT_SHAPES
-
-    rows = []
-    for name, s in OPT_SHAPES.items():
-        if names and name not in names:
-            continue
-        N, E, H, Fn = s.layers, s.hidden, s.heads, s.ffn
-        dv = N * (E * p + p * (H + Fn))
-        sh = E * p + p * N * (H + Fn)
-        model = N * (4 * E * E + 2 * E * Fn)
-        rows.append(dict(model=name, layers=N, hidden=E, heads=H, ffn=Fn, p=p, dejavu_macs=dv, shadowllm_macs=sh,
-                         dejavu_over_shadowllm=round(dv / sh, 4), model_macs_per_token=model,
-                         dejavu_pct_of_model=round(100 * dv / model, 3),
-                         shadowllm_pct_of_model=round(100 * sh / model, 3)))
     return rows

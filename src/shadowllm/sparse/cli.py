@@ -1,4 +1,4 @@
-"""Subcommands: bench-latency, predictor-flops (latency figures: shadowllm.figures).
+"""Subcommands: bench-latency, measure-predictor-flops (latency figures: shadowllm.figures).
 
 Registered into `shadowllm` by shadowllm.cli; also runnable alone (no other stage imported, e.g. on a GPU
 machine without lm-eval):  PYTHONPATH=src python -m shadowllm.sparse.cli bench-latency ...
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .decoder import KV_POLICIES, MODES
+from .modes import KV_POLICIES, MODES
 from .gather import BACKENDS
 
 
@@ -59,7 +59,8 @@ def _apply_spec(args) -> None:
 
 
 def cmd_bench_latency(args) -> int:
-    from ..cli import args_config, set_threads
+    from ..cli import args_config
+    from ..loading import set_threads
     from ..loading import resolve_device
     from .bench import bench_and_write
 
@@ -85,11 +86,12 @@ def cmd_bench_latency(args) -> int:
 
 def cmd_predictor_flops(args) -> int:
     from ..provenance import write_meta
-    from .bench import FLOPS_FIELDS, predictor_flops_rows, write_csv
+    from .bench import write_csv
+    from .flops import FLOPS_FIELDS, predictor_flops_rows
 
     rows = predictor_flops_rows(p=args.p, names=args.models or None)
     write_csv(args.out, rows, FLOPS_FIELDS)
-    write_meta(args.out, config={"command": "predictor-flops", "p": args.p, "models": args.models})
+    write_meta(args.out, config={"command": "measure-predictor-flops", "p": args.p, "models": args.models})
     for r in rows:
         print(f"{r['model']:9s} DejaVu {r['dejavu_macs'] / 1e6:9.1f} M  ShadowLLM {r['shadowllm_macs'] / 1e6:9.1f} M  "
               f"ratio {r['dejavu_over_shadowllm']:.3f}")
@@ -98,6 +100,10 @@ def cmd_predictor_flops(args) -> int:
 
 def register(sub) -> None:
     from ..cli import add_model_args
+    from ..defaults import schema_default
+
+    def lat(key):  # one definition: the configured benches' defaults (the latency section of the schema)
+        return schema_default(f"latency.{key}")
 
     p = sub.add_parser("bench-latency", help="latency of dense / static / ShadowLLM / DejaVu sparse decoding",
                        description="Random-weight (or local-folder) OPT / Llama latency benchmark of the sliced "
@@ -105,20 +111,20 @@ def register(sub) -> None:
     p.add_argument("--model", nargs="+", default=None,
                    help="model shapes (opt-125m ... opt-66b, smollm2-135m, llama-3.2-1b, llama-2-7b, llama-3-8b; "
                         "'_L<k>' keeps the first k layers, e.g. llama-3-8b_L4) or local OPT / Llama model folders")
-    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    p.add_argument("--modes", nargs="+", default=lat("modes"), choices=MODES)
     p.add_argument("--sparsity", nargs="+", type=float, default=[0.5])
     p.add_argument("--gen-tokens", nargs="+", type=int, default=[32])
-    p.add_argument("--prompt-len", type=int, default=128)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--prompt-len", type=int, default=lat("prompt_len"))
+    p.add_argument("--batch", type=int, default=lat("batch"))
+    p.add_argument("--repeats", type=int, default=lat("repeats"))
+    p.add_argument("--warmup", type=int, default=lat("warmup"))
     p.add_argument("--cuda-graph", type=_bool, default=None, help="default: true on cuda")
-    p.add_argument("--kv-policy", default="full", choices=KV_POLICIES)
+    p.add_argument("--kv-policy", default=lat("kv_policy"), choices=KV_POLICIES)
     p.add_argument("--gather", default="auto", choices=BACKENDS)
-    p.add_argument("--lookahead", type=_bool, default=None,
+    p.add_argument("--lookahead", type=_bool, default=lat("lookahead"),
                    help="DejaVu predictor for layer l+1 on layer l's input, on a side stream (default: on cuda)")
     p.add_argument("--predictor-hidden", type=int, default=1024)
-    p.add_argument("--placement", type=int, default=0,
+    p.add_argument("--placement", type=int, default=lat("placement"),
                    help="layers 0..placement run dense; the ShadowLLM predictor reads this layer's attention "
                         "output, DejaVu predicts the layers after it (static and dense ignore it)")
     add_model_args(p, model=False, gguf=False)
@@ -133,8 +139,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="CSV path (a .meta.json is written beside it)")
     p.set_defaults(func=cmd_bench_latency)
 
-    p = sub.add_parser("predictor-flops", help="DejaVu vs ShadowLLM predictor FLOPs per token for OPT sizes")
-    p.add_argument("--p", type=int, default=1024, help="predictor hidden width")
+    p = sub.add_parser("measure-predictor-flops", help="DejaVu vs ShadowLLM predictor FLOPs per token for OPT sizes")
+    p.add_argument("--p", type=int, default=lat("flops_hidden"), help="predictor hidden width")
     p.add_argument("--models", nargs="*", default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_predictor_flops)

@@ -156,3 +156,21 @@ class DejaVuPredictor:
         new.__dict__.update(self.__dict__)
         new.nets = [None if n is None else n.to(device, dtype) for n in self.nets]
         return new
+
+
+def random_predictor(design: str, w, hidden: int = 1024, seed: int = 0):
+    """A random predictor of `design` for DecoderWeights w (latency only): ShadowLLM reads the attention output
+    [H*dh], DejaVu each layer's input [d]."""
+    if design == "shadowllm":
+        return ShadowPredictor(w.H * w.dh, w.L, w.H, w.F, hidden, w.dtype, w.device, seed)
+    if design == "dejavu":
+        return DejaVuPredictor(w.d, w.L, w.H, w.F, hidden, w.dtype, w.device, seed)
+    raise ValueError(f"predictor design {design!r} is not one of ('shadowllm', 'dejavu')")
+
+
+def from_trained(pred):
+    """The decoder's view of a trained `shadowllm.predictors.Predictor` of design 'shadowllm' or 'dejavu'."""
+    if pred.design not in ("shadowllm", "dejavu"):
+        raise ValueError(f"a {pred.design!r} predictor; the decoder runs 'shadowllm' or 'dejavu' ones "
+                         "(fullseq reads the whole sequence, so it cannot decide a mask before decoding)")
+    return (ShadowPredictor if pred.design == "shadowllm" else DejaVuPredictor).from_trained(pred)

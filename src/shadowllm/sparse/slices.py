@@ -137,3 +137,55 @@ class Slice:
         if lw.w3 is not None:
             torch.index_select(lw.w3, 0, neuron_idx, out=self.w3[:nf])
         torch.index_select(lw.w2T, 0, neuron_idx, out=self.w2T[:nf])
+
+    def fill_union(self, lw: LayerW, hm: torch.Tensor, nm: torch.Tensor, dh: int, H: int, Hkv: int) -> None:
+        """Fill this capacity slice with the union of the batch's kept heads hm [B, H] and neurons nm [B, F]
+        (0/1), and its per-sequence keeps (B > 1); a slice as wide as the layer only takes the keeps."""
+        B, group = hm.shape[0], H // Hkv
+        if self.nh == H and self.nf == nm.shape[1]:  # the full matrices are used as they are
+            if B > 1:
+                self.head_keep.copy_(hm)
+                self.neuron_keep.copy_(nm)
+            return
+        hi, hk = union_capacity(hm, self.nh)
+        ni, nk = union_capacity(nm, self.nf)
+        kvi = kv_map = None
+        if group > 1:  # the KV heads of the kept query heads, padded to the slice's capacity
+            need = torch.zeros(1, Hkv, dtype=hm.dtype, device=hm.device)
+            need[0, hi // group] = 1
+            kvi = union_capacity(need, self.nkv)[0]
+            kv_map = torch.searchsorted(kvi, hi // group)
+        if B > 1:
+            self.head_keep.copy_(hk)
+            self.neuron_keep[:, : self.nf].copy_(nk)
+        self.fill(lw, hi, ni, dh, H, kv_idx=kvi, kv_map=kv_map, Hkv=Hkv)
+
+
+def static_slices(w, mask, full: list[Slice], batch: int) -> list[Slice]:
+    """Each layer of DecoderWeights `w` restricted to the union over the batch of a static Mask's units (the full
+    slice where it keeps everything); per-sequence keeps where the sequences' masks differ."""
+    heads, neurons = mask.heads.to(w.device), mask.neurons.to(w.device)   # [1 | B, L, H], [1 | B, L, F]
+    if heads.shape[1:] != (w.L, w.H) or neurons.shape[1:] != (w.L, w.F):
+        raise ValueError(f"static mask shapes {tuple(heads.shape)} / {tuple(neurons.shape)} do not fit "
+                         f"L={w.L}, H={w.H}, F={w.F}")
+    if heads.shape[0] not in (1, batch):
+        raise ValueError(f"static mask batch {heads.shape[0]} does not match batch {batch}")
+    slices = []
+    for l, lw in enumerate(w.layers):
+        mh, mn = heads[:, l] > 0, neurons[:, l] > 0
+        if bool(mh.all()) and bool(mn.all()):
+            slices.append(full[l])
+            continue
+        hu, nu = mh.any(0), mn.any(0)
+        if not bool(hu.any()) or not bool(nu.any()):
+            raise ValueError(f"static mask prunes every head or every neuron of layer {l}")
+        hidx, nidx = hu.nonzero().flatten(), nu.nonzero().flatten()
+        kv, kv_map = kv_heads_of(hidx, w.group)
+        s = Slice.empty_like(lw, hidx.numel(), nidx.numel(), w.dh, kv.numel(), w.group > 1)
+        s.fill(lw, hidx, nidx, w.dh, w.H, kv_idx=kv, kv_map=kv_map, Hkv=w.Hkv)
+        if heads.shape[0] > 1 and not bool((mh == hu).all()):
+            s.head_keep = mh[:, hidx].to(w.dtype)
+        if neurons.shape[0] > 1 and not bool((mn == nu).all()):
+            s.neuron_keep = s.pad_keep(mn[:, nidx].to(w.dtype))
+        slices.append(s)
+    return slices

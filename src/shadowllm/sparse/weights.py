@@ -123,7 +123,9 @@ class DecoderWeights:
             ad = get_adapter(model)
         except ValueError as e:
             raise ValueError(f"the sparse decoder supports OPT and Llama; {e}") from None
-        cfg = model.config
+        issue = ad.standard_issue()
+        if issue is not None:
+            raise ValueError(issue)
 
         def t(x):
             if x is None:
@@ -135,19 +137,6 @@ class DecoderWeights:
             xs = [getattr(m, attr) for m in mods]
             return None if any(x is None for x in xs) else t(torch.cat([x.detach() for x in xs]))
 
-        if ad.family == "opt":
-            if not cfg.do_layer_norm_before:
-                raise ValueError("post-LN OPT (do_layer_norm_before=False, e.g. opt-350m) is not supported")
-            if cfg.activation_function != "relu":
-                raise ValueError(f"activation {cfg.activation_function!r} is not supported (OPT uses relu)")
-        else:
-            if cfg.model_type != "llama":
-                raise ValueError(f"the sparse decoder supports model_type 'opt' and 'llama', got {cfg.model_type!r}")
-            if cfg.hidden_act != "silu":
-                raise ValueError(f"hidden_act {cfg.hidden_act!r} is not supported (Llama uses silu)")
-            rope_type = getattr(ad.model.model.rotary_emb, "rope_type", "default")
-            if "dynamic" in str(rope_type):
-                raise ValueError(f"rope_type {rope_type!r} changes with the sequence length; not supported")
         layers = []
         for l in range(ad.n_layers):
             n1, n2 = ad.norms(l)
@@ -158,31 +147,25 @@ class DecoderWeights:
                 t(o.weight.t()), t(o.bias), t(n2.weight), t(getattr(n2, "bias", None)),
                 t(fin[0].weight), t(fin[0].bias), t(ad.ffn_out(l).weight.t()), t(ad.ffn_out(l).bias),
                 t(fin[1].weight) if len(fin) > 1 else None))
-        fln = ad.final_norm()
-        kw = dict(lnf_w=t(fln.weight) if fln is not None else None,
-                  lnf_b=t(getattr(fln, "bias", None)) if fln is not None else None,
-                  name=getattr(cfg, "name_or_path", ad.family) or ad.family)
-        if ad.family == "opt":
-            dec = model.model.decoder
-            w = cls(embed=t(ad.embed_tokens().weight), pos=t(dec.embed_positions.weight),
-                    lm_head=t(model.lm_head.weight), layers=layers, n_heads=ad.n_heads, norm="layer",
-                    project_in=t(dec.project_in.weight) if dec.project_in is not None else None,
-                    project_out=t(dec.project_out.weight) if dec.project_out is not None else None,
-                    eps=ad.norms(0)[0].eps, **kw)
-        else:
-            rot = ad.model.model.rotary_emb
-            w = cls(embed=t(ad.embed_tokens().weight), lm_head=t(model.lm_head.weight), layers=layers,
-                    n_heads=ad.n_heads, n_kv_heads=ad.n_kv_heads, head_dim=ad.head_dim,
-                    rope_inv_freq=rot.inv_freq.detach().float().to(device or rot.inv_freq.device),
-                    rope_scaling=float(getattr(rot, "attention_scaling", 1.0)),
-                    max_pos=cfg.max_position_embeddings, norm="rms", eps=ad.norms(0)[0].variance_epsilon, **kw)
+        fln, pos, rope = ad.final_norm(), ad.learned_positions(), ad.rope()
+        p_in, p_out = ad.projections()
+        name = getattr(model.config, "name_or_path", ad.family) or ad.family
+        w = cls(embed=t(ad.embed_tokens().weight), lm_head=t(ad.lm_head().weight), layers=layers,
+                n_heads=ad.n_heads, n_kv_heads=ad.n_kv_heads, head_dim=ad.head_dim,
+                pos=t(pos.weight) if pos is not None else None,
+                rope_inv_freq=None if rope is None else rope[0].detach().float().to(device or rope[0].device),
+                rope_scaling=1.0 if rope is None else rope[1], max_pos=ad.max_positions, norm=ad.norm_kind,
+                lnf_w=t(fln.weight) if fln is not None else None,
+                lnf_b=t(getattr(fln, "bias", None)) if fln is not None else None,
+                project_in=t(p_in.weight) if p_in is not None else None,
+                project_out=t(p_out.weight) if p_out is not None else None, eps=ad.norm_eps(), name=name)
         w.has_final_ln = fln is not None
         return w
 
     # ---- random weights of a real shape ----------------------------------------------------------------
     @classmethod
     def random(cls, shape, dtype=torch.float32, device="cpu", seed: int = 0, std: float = 0.02) -> "DecoderWeights":
-        """Random weights of a ModelShape (see shapes.py), generated on `device`."""
+        """Random weights of a shadowllm.shapes.ModelShape, generated on `device`."""
         if not shape.pre_ln:
             raise ValueError(f"{shape.name} is post-LN; not supported")
         dev = torch.device(device)
@@ -215,5 +198,3 @@ class DecoderWeights:
         w.has_final_ln = True
         return w
 
-
-OPTWeights = DecoderWeights  # the name of the OPT-only version

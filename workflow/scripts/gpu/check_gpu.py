@@ -26,7 +26,8 @@ def main() -> int:
     os.environ["SHADOWLLM_TRITON_TUNE"] = "0"  # default launch configs here; kernel_bench tunes (13B shapes)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    from shadowllm.sparse import MODES, OPTShape, OPTWeights, SparseOPT, make_static_mask
+    from shadowllm.shapes import ModelShape
+    from shadowllm.sparse import MODES, DecoderWeights, SparseDecoder, make_static_mask
     from shadowllm.sparse import kernels_triton as kt
     from shadowllm.sparse.predictors import DejaVuPredictor, ShadowPredictor
 
@@ -61,8 +62,8 @@ def main() -> int:
                 report(f"triton kernels {dtype} B={B}", False, repr(e))
                 traceback.print_exc()
     # 2./3. decoder
-    shape = OPTShape("check", 256, 4, 8, 1024, vocab=1000, max_pos=128)
-    wc = OPTWeights.random(shape, torch.float32, "cpu", seed=1)
+    shape = ModelShape("check", 256, 4, 8, 1024, vocab=1000, max_pos=128)
+    wc = DecoderWeights.random(shape, torch.float32, "cpu", seed=1)
     wg = wc.to(dev)
     # predictors drawn once on the CPU and copied, so both devices hold the same numbers
     sp = ShadowPredictor(wc.d, wc.L, wc.H, wc.F, 64, torch.float32, "cpu", seed=0)
@@ -73,8 +74,8 @@ def main() -> int:
         for B in (1, 2):
             try:
                 kw = {"static_mask": make_static_mask(wc, 0.5, seed=3, batch=B)} if mode == "static" else {}
-                cpu = SparseOPT(wc, mode, 0.5, gather="torch", **pc, **kw)
-                gpu = SparseOPT(wg, mode, 0.5, gather="auto", lookahead=False, **pg, **kw)
+                cpu = SparseDecoder(wc, mode, 0.5, gather="torch", **pc, **kw)
+                gpu = SparseDecoder(wg, mode, 0.5, gather="auto", lookahead=False, **pg, **kw)
                 tc, (lc0, lcs) = cpu.generate(ids[:B], 8, return_logits=True)
                 tg, (lg0, lgs) = gpu.generate(ids[:B].to(dev), 8, return_logits=True)
                 err = max((a.cpu() - b).abs().max().item() for a, b in zip([lg0] + lgs, [lc0] + lcs))
@@ -85,7 +86,7 @@ def main() -> int:
                     continue
                 # graph vs eager on the GPU
                 la = mode == "dejavu"
-                ge = SparseOPT(wg, mode, 0.5, lookahead=la, **pg, **kw)
+                ge = SparseDecoder(wg, mode, 0.5, lookahead=la, **pg, **kw)
                 t_eager = ge.generate(ids[:B].to(dev), 16)
                 ge.capture_graph()
                 t_graph = ge.generate(ids[:B].to(dev), 16, use_graph=True)

@@ -12,9 +12,9 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from shadowllm.sparse import OPTWeights, SparseOPT, make_static_mask
+from shadowllm.sparse import DecoderWeights, SparseDecoder, make_static_mask
 from shadowllm.sparse.predictors import DejaVuPredictor, ShadowPredictor
-from shadowllm.sparse.shapes import parse_size
+from shadowllm.shapes import parse_size
 
 
 def main():
@@ -25,13 +25,13 @@ def main():
     ap.add_argument("--top", type=int, default=14)
     args = ap.parse_args()
     dev = torch.device("cuda")
-    w = OPTWeights.random(parse_size(args.model), torch.float16, dev, seed=0)
+    w = DecoderWeights.random(parse_size(args.model), torch.float16, dev, seed=0)
     sp = ShadowPredictor(w.d, w.L, w.H, w.F, 1024, w.dtype, dev)
     dp = DejaVuPredictor(w.d, w.L, w.H, w.F, 1024, w.dtype, dev)
     ids = torch.randint(2, w.V, (1, 128), device=dev)
     for mode in args.modes:
         kw = {"static_mask": make_static_mask(w, args.sparsity)} if mode == "static" else {}
-        dec = SparseOPT(w, mode, args.sparsity, shadow=sp, dejavu=dp, lookahead=mode == "dejavu", **kw)
+        dec = SparseDecoder(w, mode, args.sparsity, shadow=sp, dejavu=dp, lookahead=mode == "dejavu", **kw)
         dec.setup(1, 128 + 24)
         nxt = dec.prefill(ids)[:, -1].argmax(-1)
         dec.decode_n(nxt, 3)

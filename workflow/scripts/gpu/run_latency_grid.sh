@@ -8,7 +8,7 @@
 #                      generation length 16/160 (OPT-13B); kv_policy=active variant; predictor FLOPs.
 # The benches themselves are config/gpu-h200.yaml's (`--config ... --bench NAME`), the same definitions that
 # `snakemake --configfile config/gpu-h200.yaml --cores 1 latency_bench` runs where snakemake is installed.
-# (Figures are drawn afterwards from the CSVs: shadowllm latency-figures.)
+# (Figures are drawn afterwards from the CSVs: shadowllm plot-latency.)
 #   PART=all           both.      PART=S  the sparsity sweep alone (~2 min).
 # Run from the repository root (no install, no snakemake: python3 with torch CUDA + triton):
 #     OUT=/some/dir PART=A bash workflow/scripts/gpu/run_latency_grid.sh
@@ -68,7 +68,7 @@ if [ "$PART" = B ] || [ "$PART" = all ]; then
     stage sparsity 120 $(bench sparsity-opt-30b)
     stage genlen 50 $(bench genlen-opt-13b)
     stage kvactive 30 $(bench variant-kvactive-opt-13b)
-    $PY -m shadowllm.sparse.cli predictor-flops --out "$WORK/predictor_flops.csv" > "$WORK/predictor_flops.log" 2>&1
+    $PY -m shadowllm.sparse.cli measure-predictor-flops --out "$WORK/predictor_flops.csv" > "$WORK/predictor_flops.log" 2>&1
     pack
 fi
 log "done"

@@ -1,5 +1,7 @@
 """Real OPT and Llama-family model shapes (from the released configs), for random-weight latency benchmarks.
 
+Torch-free data at the package root: the config, the predictor FLOPs table and the sparse decoder read it.
+
 A size spec is a name, optionally truncated to its first k decoder layers: "opt-1.3b", "opt-1.3b_L4"
 (or "opt-1.3b:L4"), "llama-3-8b_L4". Truncation keeps every per-layer shape and the embeddings / LM head, so per-layer
 timings are those of the full model; the roofline is computed for the truncated model.
@@ -44,18 +46,15 @@ class ModelShape:
         return (self.layers * per_layer + emb) / 1e9
 
 
-OPTShape = ModelShape  # the name of the OPT-only version
-
-
-OPT_SHAPES: dict[str, OPTShape] = {s.name: s for s in [
-    OPTShape("opt-125m", 768, 12, 12, 3072),
-    OPTShape("opt-350m", 1024, 24, 16, 4096, word_embed_proj_dim=512, pre_ln=False),
-    OPTShape("opt-1.3b", 2048, 24, 32, 8192),
-    OPTShape("opt-2.7b", 2560, 32, 32, 10240),
-    OPTShape("opt-6.7b", 4096, 32, 32, 16384),
-    OPTShape("opt-13b", 5120, 40, 40, 20480),
-    OPTShape("opt-30b", 7168, 48, 56, 28672),
-    OPTShape("opt-66b", 9216, 64, 72, 36864),
+OPT_SHAPES: dict[str, ModelShape] = {s.name: s for s in [
+    ModelShape("opt-125m", 768, 12, 12, 3072),
+    ModelShape("opt-350m", 1024, 24, 16, 4096, word_embed_proj_dim=512, pre_ln=False),
+    ModelShape("opt-1.3b", 2048, 24, 32, 8192),
+    ModelShape("opt-2.7b", 2560, 32, 32, 10240),
+    ModelShape("opt-6.7b", 4096, 32, 32, 16384),
+    ModelShape("opt-13b", 5120, 40, 40, 20480),
+    ModelShape("opt-30b", 7168, 48, 56, 28672),
+    ModelShape("opt-66b", 9216, 64, 72, 36864),
 ]}
 
 LLAMA_SHAPES: dict[str, ModelShape] = {s.name: s for s in [

@@ -1,13 +1,15 @@
 """The ablation grid as data: mask sources, protocols, the axes of a grid point and the expansion of the config's
-named sub-grids into points (shared by the workflow, the CLI and the figures)."""
+named sub-grids (and its `masks` section) into points, shared by the workflow, the CLI and the figures."""
 from __future__ import annotations
 
 import itertools
+import json
 import numbers
 from dataclasses import asdict, dataclass
+from functools import lru_cache
+from types import MappingProxyType
 
-from ..masks import PRUNE_STYLES, UNITS
-from ..predictors.normalize import NORMALIZE
+from .axes import HEAD_ONLY_CRITERIA, NORMALIZE, PRUNE_STYLES, UNITS
 
 # What a mask may see. sequence: the last input token of the scored sequence (context + candidate as lm-eval
 # feeds it; for perplexity the whole window), the authors' accuracy setting. prompt: the last context token, one
@@ -134,36 +136,75 @@ def default_seed(cfg: dict) -> int:
     return int(((cfg.get("predictors") or {}).get("seeds") or [0])[0])
 
 
+def masks_grid(cfg: dict) -> dict | None:
+    """The `masks` section as one more sub-grid (its kinds at its style, units, placement and sparsities), or None."""
+    m = cfg.get("masks")
+    if not m:
+        return None
+    return {"source": list(m["kinds"]), "criterion": ["none"], "style": [m["style"]], "units": [m["units"]],
+            "protocol": ["none"], "sparsity": list(m["sparsity"]), "shots": None, "zero_shot": True,
+            "placement": m["placement"]}
+
+
+def grid_points(cfg: dict, g: dict):
+    """(point, zero-shot) of one sub-grid of a validated config (defaults filled)."""
+    ab, pr = cfg["ablations"], cfg.get("predictors") or {}
+    placement = g.get("placement", pr.get("placement", 0))
+    all_crits = pr.get("criteria") or (cfg.get("importance") or {}).get("criteria", [])
+    crits = all_crits if "all" in g["criterion"] else g["criterion"]
+    norms, seeds = g.get("normalize") or ab.get("normalize") or ["raw"], g.get("seeds") or [default_seed(cfg)]
+    for src, crit, norm, style, units, proto, sp, shots, seed in itertools.product(
+            g["source"], crits, norms, g["style"], g["units"], g["protocol"], g["sparsity"] or ab["sparsity"],
+            g["shots"] or [None], seeds):
+        spec = SOURCES[src]
+        if spec.criterion and units != "heads" and crit in HEAD_ONLY_CRITERIA:
+            units = "heads"
+        p = Point(src, crit if spec.criterion else "none", norm if spec.criterion else "none",
+                  (shots_label(shots) if shots else pooled_shots(cfg)) if spec.design != "none" else "none",
+                  int(seed) if spec.seeded else 0,
+                  placement, style if style in spec.styles else spec.styles[0], units,
+                  proto if proto in spec.protocols else spec.protocols[0], float(sp)).check()
+        yield p, g["zero_shot"]
+
+
 def expand(cfg: dict) -> dict[Point, bool]:
     """A validated config (defaults filled) -> {point: with zero-shot}, the dense point first (with zero-shot).
 
     Input-independent sources collapse their protocols into one point; dejavu runs local; a head-only criterion
     runs with units 'heads' only; a point named by two sub-grids gets zero-shot if either asks for it. A sub-grid's
     `normalize` (default ablations.normalize) applies to the sources that rank by a criterion ('none' for dense and
-    random); its `seeds` (default: the first of predictors.seeds) to predicted, dejavu and random (0 elsewhere)."""
-    from ..importance.criteria import get_criteria, supports
-
-    ab = cfg["ablations"]
-    pr = cfg.get("predictors") or {}
-    placement = pr.get("placement", 0)
-    all_crits = pr.get("criteria") or (cfg.get("importance") or {}).get("criteria", [])
-    norms_default = ab.get("normalize") or ["raw"]
+    random); its `seeds` (default: the first of predictors.seeds) to predicted, dejavu and random (0 elsewhere).
+    The `masks` section's points (masks_grid) come last, with zero-shot."""
     out: dict[Point, bool] = {DENSE: True}
-    for g in ab["grids"].values():
-        crits = all_crits if "all" in g["criterion"] else g["criterion"]
-        for src, crit, norm, style, units, proto, sp, shots, seed in itertools.product(
-                g["source"], crits, g.get("normalize") or norms_default, g["style"], g["units"], g["protocol"],
-                g["sparsity"] or ab["sparsity"], g["shots"] or [None], g.get("seeds") or [default_seed(cfg)]):
-            spec = SOURCES[src]
-            if spec.criterion and units != "heads" and not supports(get_criteria([crit])[0], "neurons"):
-                units = "heads"
-            p = Point(src, crit if spec.criterion else "none", norm if spec.criterion else "none",
-                      (shots_label(shots) if shots else pooled_shots(cfg)) if spec.design != "none" else "none",
-                      int(seed) if spec.seeded else 0,
-                      placement, style if style in spec.styles else spec.styles[0], units,
-                      proto if proto in spec.protocols else spec.protocols[0], float(sp)).check()
-            out[p] = out.get(p, False) or g["zero_shot"]
+    grids = list(cfg["ablations"]["grids"].values()) + [g for g in [masks_grid(cfg)] if g]
+    for g in grids:
+        for p, zero_shot in grid_points(cfg, g):
+            out[p] = out.get(p, False) or zero_shot
     return out
+
+
+def points(cfg: dict) -> MappingProxyType:
+    """expand(cfg), computed once per configuration (read-only): the workflow asks for it in every job."""
+    return _points(json.dumps(cfg, default=str))   # key order kept: it is the grids' order
+
+
+@lru_cache(maxsize=4)
+def _points(key: str) -> MappingProxyType:
+    return MappingProxyType(expand(json.loads(key)))
+
+
+def point_of(cfg: dict, wildcards) -> Point:
+    """The point a job's wildcards name; ValueError where the configuration's grid has no such point."""
+    p = Point.from_wildcards(wildcards)
+    if p not in points(cfg):
+        raise ValueError(f"{p.path()} is not a point of config['ablations'] (nor of config['masks'])")
+    return p
+
+
+def mask_points(cfg: dict) -> list[Point]:
+    """The dense point and the `masks` section's points: what the evaluation table (eval.csv) holds."""
+    g = masks_grid(cfg)
+    return [DENSE] + list(dict.fromkeys(p for p, _ in grid_points(cfg, g))) if g else []
 
 
 def tasks_of(p: Point, ppl_task: str, tasks: list[str], zero_shot: bool) -> list[str]:
