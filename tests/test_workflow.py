@@ -76,8 +76,12 @@ def test_configurations_never_collide_and_publish_into_their_own_folders():
         (run,) = run
         own = {p for p in published if p.startswith((f"figures/{run}/", f"reports/{run}/"))}
         assert own == published, f"{name} publishes outside its run's folders: {sorted(published - own)[:5]}"
-        if name == "config.yaml":   # the embedded run's outputs are committed where its publish step writes them
-            assert published and published <= tracked, f"embedded run publishes {sorted(published - tracked)[:5]}"
+        # the committed runs' outputs sit where their publish steps write them (the older SmolLM2 run kept no
+        # per-document results: its samples.csv is the one file it would add)
+        missing = {"smollm2.yaml": {"reports/smollm2/smollm2-135m/samples.csv"}}.get(name, set())
+        if name in ("config.yaml", "smollm2.yaml", "smollm2-decide.yaml", "gpu-h200.yaml"):
+            assert published and published - missing <= tracked, \
+                f"{name} publishes {sorted(published - missing - tracked)[:5]}"
     names = list(plans)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
