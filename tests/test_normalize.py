@@ -333,7 +333,7 @@ def test_the_workflow_trains_the_predictors_of_the_grids_normalisations_and_seed
     asked = {f"tiny-opt/criterion=plainact/design={d}/position=context/placement=0/normalize=layer/seed={s}"
              for d, s in (("shadowllm", 2), ("dejavu", 2), ("static", 0))}
     assert trained == grid | asked
-    ablate = [c for c in cmds if "shadowllm ablate" in c]
+    ablate = [c for c in cmds if "shadowllm ablate-point" in c]
     assert any("--source predicted" in c and "--normalize layer" in c and "--point-seed 2" in c
                and "/normalize=layer/seed=2/predictor.safetensors" in c for c in ablate)
     assert any("--source random" in c and "--normalize none" in c and "--point-seed 2" in c for c in ablate)

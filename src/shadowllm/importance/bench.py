@@ -1,9 +1,9 @@
 """Benchmark and oracle check for the importance collector (commands that print figures; not tests).
 
-  shadowllm importance-bench  [--model DIR] [--task T] [--n 32] ...   time / peak memory, all nine vs plainact
+  shadowllm bench-importance  [--model DIR] [--task T] [--n 32] ...   time / peak memory, all nine vs plainact
                               [--grasp-hvp finite_difference,exact]    (and the eight without grasp); trace
                                                                        bytes for OPT-13B shapes
-  shadowllm importance-oracle --model DIR [--task T] [--n 64] ...     Spearman(criterion head score,
+  shadowllm measure-oracle    --model DIR [--task T] [--n 64] ...     Spearman(criterion head score,
                                                                        loss increase when the head is removed)
 Without --model the benchmark uses a random OPT of the embedded model's shape; a --model that is not a folder
 is an error.

@@ -63,7 +63,7 @@ def final_outputs(cfg: dict) -> list[tuple[str, str]]:
 
 
 def publish_pairs(cfg: dict) -> list[str]:
-    """SOURCE=DESTINATION arguments of `shadowllm publish`."""
+    """SOURCE=DESTINATION arguments of `shadowllm publish-run`."""
     return [f"{a}={b}" for a, b in final_outputs(cfg)]
 
 

@@ -1,4 +1,4 @@
-"""Render one model's report into Markdown (`shadowllm report`), from its results tables only: the paper's claims
+"""Render one model's report into Markdown (`shadowllm report-claims`), from its results tables only: the paper's claims
 held / not held / not testable here, then each figure and table of the paper beside ours."""
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def cmd_report(args) -> int:
     io.write_text(args.out, text)
     inputs = [p for p in (args.ablations, args.predictors, args.latency, args.dependence, args.flops, args.samples,
                           *args.extra_latency) if p]
-    write_meta(args.out, config={"command": "report", "model": args.model_name, "questions": args.questions,
+    write_meta(args.out, config={"command": "report-claims", "model": args.model_name, "questions": args.questions,
                                  "normalize": args.normalize, "units": args.units},
                inputs=inputs)
     print(text)
@@ -156,7 +156,7 @@ def register(sub) -> None:
     p.add_argument("--flops", default=None, help="latency/predictor_flops.csv")
     p.add_argument("--samples", default=None, help="tables/{model}/samples.csv (per-document results: intervals)")
     p.add_argument("--extra-latency", nargs="*", default=[],
-                   help="latency tables measured elsewhere (e.g. reports/latency_gpu_h200.csv), judged beside")
+                   help="latency tables measured elsewhere (e.g. reports/gpu-h200/latency_cuda.csv), judged beside")
     p.add_argument("--normalize", default="raw", help="the normalisation the claims read first (raw: the paper's)")
     p.add_argument("--units", default=None, help="the units the claims read first (default: each claim's own)")
     p.add_argument("--latency-figures", default="../../figures",
