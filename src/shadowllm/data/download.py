@@ -15,11 +15,6 @@ PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "tokenizer*"]
 FALLBACK = ["*.bin"]   # only when the repository has no safetensors
 
 
-def folder_name(repo_id: str) -> str:
-    """'facebook/opt-1.3b' -> 'facebook--opt-1.3b' (one path component, as the hub cache names it)."""
-    return repo_id.replace("/", "--")
-
-
 def download(repo_id: str, out: str | Path, revision: str | None = None) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
