@@ -5,14 +5,12 @@ import copy
 from functools import lru_cache
 from pathlib import Path
 
-SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
+from .config import SCHEMA, schema
 
 
 @lru_cache(maxsize=None)
 def _schema(path: Path = SCHEMA) -> dict:
-    import yaml
-
-    return yaml.safe_load(Path(path).read_text())
+    return schema(path)
 
 
 def schema_default(key: str, path: Path = SCHEMA):
